@@ -1,0 +1,182 @@
+"""Command line: ``blazeface detect``, ``blazeface convert``, ``blazeface models``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from . import __version__
+from .io import ImageLoadError, iter_image_files, read_image
+from .registry import get_config, list_models
+
+
+def _inputs(paths: Sequence[str]) -> Iterator[tuple[str, str | None]]:
+    """``(path, error)`` for every file named or found in a folder (recursively), in order."""
+    for raw in paths:
+        try:
+            for p in iter_image_files([raw]):
+                yield str(p), None
+        except ImageLoadError as exc:
+            yield raw, str(exc)
+
+
+def _record(path: str, model: str, width: int | None = None, height: int | None = None,
+            faces: list[dict[str, Any]] | None = None, error: str | None = None) -> dict[str, Any]:
+    return {"path": path, "width": width, "height": height, "model": model, "faces": faces or [], "error": error}
+
+
+def _annotation_path(out_dir: Path, path: str, taken: set[str]) -> Path:
+    stem = Path(path).stem or "image"
+    name = f"{stem}.jpg"
+    i = 1
+    while name in taken:
+        name = f"{stem}_{i}.jpg"
+        i += 1
+    taken.add(name)
+    return out_dir / name
+
+
+def run_detect(args: argparse.Namespace, stdout: TextIO) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from .detector import FaceDetector
+
+    detector = FaceDetector(args.model, device=args.device, min_score=args.min_score, weights=args.weights,
+                            batch_size=args.batch_size)
+    inputs = list(_inputs(args.paths))
+    if not inputs:
+        print("blazeface detect: no inputs", file=sys.stderr)
+        return 2
+    out: TextIO = open(args.jsonl, "w", encoding="utf-8") if args.jsonl else stdout
+    annotate = Path(args.annotate) if args.annotate else None
+    if annotate:
+        annotate.mkdir(parents=True, exist_ok=True)
+    taken: set[str] = set()
+    failures = 0
+    bar = tqdm(total=len(inputs), unit="img", desc=f"detect ({detector.model_name})", file=sys.stderr,
+               disable=args.quiet or None)
+    try:
+        for start in range(0, len(inputs), args.batch_size):
+            chunk = inputs[start:start + args.batch_size]
+            records: list[dict[str, Any] | None] = [None] * len(chunk)
+            images, slots = [], []
+            for i, (path, error) in enumerate(chunk):
+                if error is None:
+                    try:
+                        images.append(read_image(path))
+                        slots.append(i)
+                        continue
+                    except ImageLoadError as exc:
+                        error = str(exc)
+                records[i] = _record(path, detector.model_name, error=error)
+            if images:
+                tensors = [torch.from_numpy(img.copy()).to(detector.device) for img in images]
+                paths = [chunk[i][0] for i in slots]
+                try:
+                    results = detector.detect_tensors(tensors, paths)
+                except Exception as exc:  # keep the batch's records; report why each failed
+                    results = [exc] * len(slots)
+                for i, img, res in zip(slots, images, results):
+                    if isinstance(res, Exception):
+                        records[i] = _record(chunk[i][0], detector.model_name, img.shape[1], img.shape[0],
+                                             error=f"{type(res).__name__}: {res}")
+                        continue
+                    d = res.to_dict()
+                    records[i] = _record(chunk[i][0], detector.model_name, d["width"], d["height"], d["faces"])
+                    if annotate:
+                        res.plot(img).save(_annotation_path(annotate, chunk[i][0], taken), quality=92)
+            for rec in records:
+                assert rec is not None
+                failures += rec["error"] is not None
+                out.write(json.dumps(rec) + "\n")
+            out.flush()
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+        if out is not stdout:
+            out.close()
+    if failures:
+        print(f"blazeface detect: {failures} of {len(inputs)} inputs failed", file=sys.stderr)
+    return 1 if failures == len(inputs) else 0
+
+
+def run_convert(args: argparse.Namespace, stdout: TextIO) -> int:
+    from .convert import ConversionError, TFLiteFormatError, convert_file
+
+    try:
+        name, out = convert_file(args.source, args.output, args.model)
+    except (ConversionError, TFLiteFormatError, FileNotFoundError) as exc:
+        print(f"blazeface convert: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.source} -> {out} (model {name})", file=stdout)
+    if args.check:
+        import numpy as np
+
+        from .convert import compare_with_tflite
+        from .registry import create_model
+
+        model = create_model(name, weights=out)
+        rng = np.random.default_rng(0)
+        images = rng.uniform(-1, 1, (2, model.input_size, model.input_size, 3)).astype(np.float32)
+        report = compare_with_tflite(model, args.source, images)
+        print(f"parity with TFLite: max score diff {report.max_score_diff:.2e}, "
+              f"max regressor diff {report.max_regressor_diff:.2e}", file=stdout)
+        return 0 if report.ok() else 1
+    return 0
+
+
+def run_models(args: argparse.Namespace, stdout: TextIO) -> int:
+    for name in list_models():
+        c = get_config(name)
+        shipped = "shipped" if c.weights else "no weights"
+        print(f"{name:18s} {c.input_size:4d}px  min_score {c.min_score:.2f}  {shipped:10s}  {c.description}", file=stdout)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="blazeface", description="BlazeFace face detection (MediaPipe models in PyTorch)")
+    parser.add_argument("--version", action="version", version=f"blazeface {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("detect", help="detect faces in images and folders; one JSON line per input")
+    d.add_argument("paths", nargs="+", help="image files and folders (searched recursively)")
+    d.add_argument("--model", default="short_range", choices=list_models() + ["front", "full"],
+                   help="model (default: short_range)")
+    d.add_argument("--weights", help="a .safetensors file to use instead of the shipped weights")
+    d.add_argument("--jsonl", help="write the JSON lines here instead of stdout")
+    d.add_argument("--annotate", metavar="DIR", help="write each image with boxes and keypoints drawn into DIR")
+    d.add_argument("--min-score", type=float, help="score threshold (default: the model's own)")
+    d.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    d.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
+    d.set_defaults(func=run_detect)
+
+    c = sub.add_parser("convert", help="convert a MediaPipe .tflite face detector to .safetensors")
+    c.add_argument("source", help="the .tflite file")
+    c.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
+    c.add_argument("--model", help="architecture name (default: detected from the graph)")
+    c.add_argument("--check", action="store_true", help="compare outputs with the TFLite interpreter (needs ai-edge-litert)")
+    c.set_defaults(func=run_convert)
+
+    m = sub.add_parser("models", help="list the registered models")
+    m.set_defaults(func=run_models)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "min_score", None) is not None and not 0 <= args.min_score <= 1:
+        parser.error("--min-score must be in [0, 1]")
+    if getattr(args, "batch_size", 1) < 1:
+        parser.error("--batch-size must be at least 1")
+    return int(args.func(args, stdout or sys.stdout))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

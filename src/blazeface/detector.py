@@ -1,0 +1,182 @@
+"""The user-facing detector: images of any size in, :class:`~blazeface.results.Detections` out."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .config import ModelConfig
+from .io import ImageInput, ImageLoadError, describe, load_image
+from .nn.blazenet import BlazeNet
+from .ops.anchors import generate_anchors
+from .ops.boxes import decode_boxes, scores_from_logits
+from .ops.nms import NMSMode, non_max_suppression
+from .preprocess import Letterbox, letterbox_batch
+from .registry import create_model, get_config
+from .results import Detections
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` picks CUDA when available, else the CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _from_numpy(arr: np.ndarray) -> torch.Tensor:
+    with warnings.catch_warnings():  # read-only arrays from PIL: we never write to them
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(arr)
+
+
+def tensor_to_hwc(image: torch.Tensor, name: str) -> torch.Tensor:
+    """A ``[3, H, W]`` / ``[1, H, W]`` tensor (``uint8``, or float in ``[0, 1]``) as ``[H, W, 3]`` in ``[0, 255]``."""
+    if image.ndim != 3 or image.shape[0] not in (1, 3, 4):
+        raise ImageLoadError(f"{name}: expected a CHW tensor with 1, 3 or 4 channels")
+    if image.shape[1] < 1 or image.shape[2] < 1:
+        raise ImageLoadError(f"{name}: image has no pixels")
+    if image.shape[0] == 1:
+        image = image.expand(3, -1, -1)
+    elif image.shape[0] == 4:
+        image = image[:3]
+    if image.dtype == torch.uint8:
+        return image.permute(1, 2, 0)
+    if not image.is_floating_point():
+        raise ImageLoadError(f"{name}: tensors must be uint8 or float in [0, 1], got {image.dtype}")
+    if not bool(torch.isfinite(image).all()) or float(image.min()) < 0 or float(image.max()) > 1:
+        raise ImageLoadError(f"{name}: float tensors must hold finite values in [0, 1]")
+    return (image.float() * 255.0).permute(1, 2, 0)
+
+
+class FaceDetector:
+    """Detect faces with any registered BlazeFace model, on images of any size, in batches.
+
+    Args:
+        model: a registered name (``"short_range"``, ``"back"``, ``"full_range"``, ``"full_range_sparse"``,
+            ``"front_2019"`` with ``weights=``, ``"paper"``), see :func:`blazeface.list_models`.
+        device: ``"cpu"``, ``"cuda"``, … ; ``None`` uses CUDA when available.
+        min_score: score threshold; ``None`` uses the model's own (MediaPipe's graph value).
+        min_suppression: IoU above which detections merge in NMS; ``None``: the model's (0.3).
+        weights: a ``.safetensors`` file to load instead of the shipped weights.
+        nms: ``"weighted"`` (MediaPipe's blending) or ``"hard"``.
+        max_faces: keep at most this many faces per image.
+        batch_size: images per forward pass when called on a list.
+
+    Call it on one image (path, PIL image, ``[H, W, C]`` array, ``[C, H, W]`` tensor) to get one
+    :class:`Detections`, or on a list / ``[B, C, H, W]`` tensor / ``[B, H, W, C]`` array to get a list.
+    """
+
+    def __init__(
+        self,
+        model: str = "short_range",
+        device: str | torch.device | None = None,
+        min_score: float | None = None,
+        min_suppression: float | None = None,
+        weights: str | Path | None = None,
+        nms: NMSMode = "weighted",
+        max_faces: int | None = None,
+        batch_size: int = 64,
+    ) -> None:
+        self.config: ModelConfig = get_config(model)
+        self.device = resolve_device(device)
+        self.net: BlazeNet = create_model(self.config.name, pretrained=weights is None, weights=weights).to(self.device)
+        if self.config.weights is None and weights is None:
+            raise ValueError(f"model {self.config.name!r} ships no weights; pass weights=PATH")
+        self.min_score = self.config.min_score if min_score is None else float(min_score)
+        self.min_suppression = self.config.min_suppression if min_suppression is None else float(min_suppression)
+        if not 0.0 <= self.min_score <= 1.0:
+            raise ValueError(f"min_score must be in [0, 1], got {self.min_score}")
+        if not 0.0 <= self.min_suppression <= 1.0:
+            raise ValueError(f"min_suppression must be in [0, 1], got {self.min_suppression}")
+        self.nms: NMSMode = nms
+        self.max_faces = max_faces
+        self.batch_size = int(batch_size)
+        self.anchors = generate_anchors(self.config.anchors).to(self.device)
+
+    @property
+    def model_name(self) -> str:
+        return self.config.name
+
+    @property
+    def input_size(self) -> int:
+        return self.config.input_size
+
+    def __repr__(self) -> str:
+        return (f"FaceDetector(model={self.model_name!r}, device={str(self.device)!r}, min_score={self.min_score}, "
+                f"min_suppression={self.min_suppression}, nms={self.nms!r})")
+
+    # --- input handling -----------------------------------------------------------------------
+    def _to_hwc(self, image: Any, bgr: bool) -> tuple[torch.Tensor, str | None]:
+        """One input as an ``[H, W, 3]`` tensor on the device, and its path if it came from a file."""
+        if isinstance(image, torch.Tensor):
+            return tensor_to_hwc(image, describe(image)).to(self.device), None
+        path = str(image) if isinstance(image, (str, Path)) else None
+        arr = load_image(image, bgr=bgr)
+        return _from_numpy(arr).to(self.device), path
+
+    @staticmethod
+    def _is_batch(images: Any) -> bool:
+        if isinstance(images, (list, tuple)):
+            return True
+        if isinstance(images, torch.Tensor):
+            return images.ndim == 4
+        if isinstance(images, np.ndarray):
+            return images.ndim == 4
+        return False
+
+    # --- the pipeline -------------------------------------------------------------------------
+    def __call__(self, images: ImageInput | Sequence[ImageInput] | torch.Tensor, *, bgr: bool = False
+                 ) -> Detections | list[Detections]:
+        """Detect faces; one image gives one :class:`Detections`, a batch gives a list."""
+        if not self._is_batch(images):
+            return self.detect_batch([images], bgr=bgr)[0]
+        return self.detect_batch(list(images), bgr=bgr)
+
+    detect = __call__
+
+    def detect_batch(self, images: Sequence[Any], *, bgr: bool = False) -> list[Detections]:
+        """Detect faces in a list of images of any sizes (run ``batch_size`` at a time)."""
+        results: list[Detections] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = [self._to_hwc(img, bgr) for img in images[start:start + self.batch_size]]
+            results.extend(self.detect_tensors([c[0] for c in chunk], [c[1] for c in chunk]))
+        return results
+
+    def detect_tensors(self, images: list[torch.Tensor], paths: Sequence[str | None] | None = None) -> list[Detections]:
+        """Detect faces in ``[H, W, 3]`` tensors (``uint8`` or float in ``[0, 255]``) already on the device."""
+        if not images:
+            return []
+        batch, boxes = letterbox_batch(images, self.input_size)
+        with torch.inference_mode():
+            regressors, logits = self.net(batch)
+        return self.postprocess(regressors, logits, boxes, paths)
+
+    def postprocess(self, regressors: torch.Tensor, logits: torch.Tensor, letterboxes: Sequence[Letterbox],
+                    paths: Sequence[str | None] | None = None) -> list[Detections]:
+        """Decode raw outputs ``[B, A, 16]`` / ``[B, A, 1]``, threshold, suppress, and map to image pixels."""
+        regressors = regressors.float()
+        scores = scores_from_logits(logits.float(), self.config.score_clip)
+        boxes, keypoints = decode_boxes(regressors, self.anchors, self.config.box_scale)
+        size = boxes[..., 2:] - boxes[..., :2]
+        keep = (scores >= self.min_score) & (size >= 0).all(-1) & torch.isfinite(boxes).all(-1)
+        out = []
+        for b, box in enumerate(letterboxes):
+            k = keep[b]
+            sup = non_max_suppression(boxes[b][k], scores[b][k], keypoints[b][k], self.min_suppression, self.nms,
+                                      self.max_faces)
+            xyxy = box.to_image(sup.boxes.reshape(-1, 2, 2)).reshape(-1, 4)
+            kps = box.to_image(sup.keypoints)
+            out.append(Detections(xyxy.cpu().numpy(), sup.scores.cpu().numpy(), kps.cpu().numpy(),
+                                  (box.width, box.height), self.model_name, paths[b] if paths else None))
+        return out
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """Open ``path`` as an RGB PIL image (EXIF orientation applied), with :func:`blazeface.io.read_image`'s errors."""
+    return Image.fromarray(load_image(path))

@@ -1,0 +1,233 @@
+"""The model registry: every variant is a frozen :class:`ModelConfig`; ``create_model(name)`` builds it."""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from .config import AnchorOptions, ModelConfig
+from .nn.blazenet import BlazeNet, BlockSpec, FPNStageSpec, HeadSpec, NetSpec
+
+B = BlockSpec
+
+
+def _single_blocks(channels: list[int], strides: dict[int, int]) -> tuple[BlockSpec, ...]:
+    """Single blocks through ``channels`` (``channels[i] → channels[i+1]``), stride 2 at given block indices."""
+    return tuple(B(a, b, strides.get(i, 1)) for i, (a, b) in enumerate(zip(channels, channels[1:])))
+
+
+# Short range (= the 2019 front model): 24,24,28,32,36,42,48,56,64,72,80,88 | 96 ×5, stride 2 at 2, 5, 11.
+_SHORT_RANGE_NET = NetSpec(
+    input_size=128,
+    stem_channels=24,
+    stem_kernel=5,
+    blocks=_single_blocks([24, 24, 28, 32, 36, 42, 48, 56, 64, 72, 80, 88, 96, 96, 96, 96, 96], {2: 2, 5: 2, 11: 2}),
+    heads=(HeadSpec(feature=10, in_channels=88, anchors=2), HeadSpec(feature=15, in_channels=96, anchors=6)),
+)
+
+# Back: 8 blocks at each of 128² (24), 64² (24), 32² (48), 16² (96), then a plain stride-2 block to 8².
+_BACK_CHANNELS = [24] * 8 + [24] * 8 + [48] * 8 + [96] * 8
+_BACK_NET = NetSpec(
+    input_size=256,
+    stem_channels=24,
+    stem_kernel=5,
+    blocks=_single_blocks(_BACK_CHANNELS, {7: 2, 15: 2, 23: 2}) + (B(96, 96, 2, residual=False),),
+    heads=(HeadSpec(feature=30, in_channels=96, anchors=2), HeadSpec(feature=31, in_channels=96, anchors=6)),
+)
+
+
+def _double(cin: int, mid: int, cout: int, stride: int = 1, residual: bool = True) -> BlockSpec:
+    return B(cin, cout, stride, mid, residual)
+
+
+def _full_range_net(sparse: bool) -> NetSpec:
+    """Full range: double blocks, FPN back to 48², one anchor per cell. Sparse: other widths,
+    no residual on stride-2 blocks, symmetric padding, depth-to-space heads."""
+    res = not sparse
+    if sparse:
+        widths = [(32, 16, 64), (64, 32, 128), (128, 48, 192), (192, 96, 384)]
+        blocks = [_double(32, 8, 32), _double(32, 8, 32)]
+        for cin, mid, cout in widths:
+            reps = 3 if cout == 384 else 2
+            blocks.append(_double(cin, mid, cout, 2, residual=False))
+            blocks += [_double(cout, mid, cout) for _ in range(reps)]
+    else:
+        blocks = [
+            _double(32, 8, 32), _double(32, 8, 32),
+            _double(32, 12, 48, 2, res), _double(48, 12, 48), _double(48, 16, 64),
+            _double(64, 24, 96, 2, res), _double(96, 32, 128), _double(128, 32, 128),
+            _double(128, 36, 144, 2, res), _double(144, 48, 192), _double(192, 64, 256),
+            _double(256, 96, 384, 2, res), _double(384, 96, 384), _double(384, 96, 384), _double(384, 96, 384),
+        ]
+    return NetSpec(
+        input_size=192,
+        stem_channels=32,
+        stem_kernel=3,
+        blocks=tuple(blocks),
+        fpn=(FPNStageSpec(10, 96, 2), FPNStageSpec(7, 64, 2), FPNStageSpec(4, 48, 1)),
+        heads=(HeadSpec(feature=14, in_channels=48, anchors=1, depth_to_space=sparse),),
+        padding="explicit" if sparse else "same",
+    )
+
+
+# The BlazeFace paper (arXiv 1907.05047), Table 4: 5×5 depthwise kernels, 5 single and 6 double blocks.
+_PAPER_NET = NetSpec(
+    input_size=128,
+    stem_channels=24,
+    stem_kernel=5,
+    kernel_size=5,
+    blocks=(
+        B(24, 24), B(24, 24), B(24, 48, 2), B(48, 48), B(48, 48),
+        _double(48, 24, 96, 2), _double(96, 24, 96), _double(96, 24, 96),
+        _double(96, 24, 96, 2), _double(96, 24, 96), _double(96, 24, 96),
+    ),
+    heads=(HeadSpec(feature=7, in_channels=96, anchors=2), HeadSpec(feature=10, in_channels=96, anchors=6)),
+)
+
+_ANCHORS_128 = AnchorOptions(128, 4, (8, 16, 16, 16), 0.1484375, 0.75)
+_ANCHORS_256 = AnchorOptions(256, 4, (16, 32, 32, 32), 0.15625, 0.75)
+_ANCHORS_192 = AnchorOptions(192, 1, (4,), 0.1484375, 0.75, interpolated_scale_aspect_ratio=0.0)
+
+_MODELS: dict[str, ModelConfig] = {
+    c.name: c
+    for c in (
+        ModelConfig(
+            name="short_range",
+            description="MediaPipe short-range (front camera) model: faces within ~2 m, 128×128 input",
+            net=_SHORT_RANGE_NET,
+            anchors=_ANCHORS_128,
+            box_scale=128.0,
+            min_score=0.5,
+            weights="short_range.safetensors",
+            weights_sha256="98fb04144e2a61a8e067d080c0f57331adef255da9bd728569871f68a2d5488a",
+            source_file="face_detection_short_range.tflite",
+            source_sha256="3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633",
+        ),
+        ModelConfig(
+            name="back",
+            description="MediaPipe back-camera model: smaller faces, 256×256 input",
+            net=_BACK_NET,
+            anchors=_ANCHORS_256,
+            box_scale=256.0,
+            min_score=0.65,
+            weights="back.safetensors",
+            weights_sha256="7a39da06f1a11e2c11079e64dd79b1c894b21d4d6e762b4b5968c6328aeb49b6",
+            source_file="face_detection_back.tflite",
+            source_sha256="e376cf6b168d5ece8a3cedb94acc4eb168a136aede125ccc3d903ef38f5beda8",
+        ),
+        ModelConfig(
+            name="full_range",
+            description="MediaPipe full-range model (dense): faces within ~5 m, 192×192 input",
+            net=_full_range_net(sparse=False),
+            anchors=_ANCHORS_192,
+            box_scale=192.0,
+            min_score=0.6,
+            weights="full_range.safetensors",
+            weights_sha256="82537f62700f5dcf6586546aae4f24c0070993605188efa8df774f1b18513535",
+            source_file="face_detection_full_range.tflite",
+            source_sha256="99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3",
+        ),
+        ModelConfig(
+            name="full_range_sparse",
+            description="MediaPipe full-range sparse model (the one MediaPipe's model_selection=1 runs)",
+            net=_full_range_net(sparse=True),
+            anchors=_ANCHORS_192,
+            box_scale=192.0,
+            min_score=0.6,
+            weights="full_range_sparse.safetensors",
+            weights_sha256="f83b59e404ee38d306e3babc17e4199209b7ffcd2ad26fd8240ca771371db3f4",
+            source_file="face_detection_full_range_sparse.tflite",
+            source_sha256="671dd2f9ed11a78436fc21cc42357a803dfc6f73e9fb86541be942d5716c2dce",
+        ),
+        ModelConfig(
+            name="front_2019",
+            description="The original 2019 front model (fp32); weights not shipped: convert the .tflite yourself",
+            net=_SHORT_RANGE_NET,
+            anchors=_ANCHORS_128,
+            box_scale=128.0,
+            min_score=0.75,
+            source_file="face_detection_front_2019.tflite",
+            source_sha256="a31cce739e9f5b9b08a15ef5ff90c500a46e96bd2c87f329d58a008dfd6c42ff",
+        ),
+        ModelConfig(
+            name="paper",
+            description="The BlazeFace paper's architecture (5×5 kernels, double blocks), for training",
+            net=_PAPER_NET,
+            anchors=_ANCHORS_128,
+            box_scale=128.0,
+            min_score=0.5,
+            license="Apache-2.0 (architecture only; no pretrained weights)",
+        ),
+    )
+}
+
+_ALIASES = {"front": "short_range", "short": "short_range", "full": "full_range_sparse"}
+
+
+def list_models(pretrained: bool | None = None) -> list[str]:
+    """Registered model names; ``pretrained=True`` lists only those whose weights ship in the package."""
+    names = sorted(_MODELS)
+    if pretrained is None:
+        return names
+    return [n for n in names if (_MODELS[n].weights is not None) == pretrained]
+
+
+def get_config(name: str) -> ModelConfig:
+    """The :class:`ModelConfig` registered as ``name`` (or an alias such as ``"front"``)."""
+    key = _ALIASES.get(name, name)
+    if key not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+    return _MODELS[key]
+
+
+def weights_path(config: ModelConfig) -> Path:
+    """Path of the weight file shipped for ``config``."""
+    if config.weights is None:
+        raise ValueError(
+            f"model {config.name!r} ships no weights; convert {config.source_file or 'a checkpoint'} with "
+            "`blazeface convert` and pass weights=PATH"
+        )
+    return Path(str(resources.files("blazeface") / "weights" / config.weights))
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_weights(model: BlazeNet, path: str | Path, expected_sha256: str | None = None) -> BlazeNet:
+    """Load a ``.safetensors`` state dict into ``model`` (strict: every tensor, every shape)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    if expected_sha256 and sha256_file(path) != expected_sha256:
+        raise ValueError(f"weights file {path} does not match its recorded sha256 {expected_sha256}")
+    try:
+        state = load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types
+        raise ValueError(f"cannot read weights file {path}: {exc}") from exc
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def create_model(name: str, pretrained: bool = True, weights: str | Path | None = None) -> BlazeNet:
+    """Build the network registered as ``name``, in eval mode.
+
+    ``pretrained`` loads the weights shipped in the package; ``weights`` loads a ``.safetensors``
+    file instead (e.g. one written by ``blazeface convert`` or by training).
+    """
+    config = get_config(name)
+    model = BlazeNet(config.net)
+    if weights is not None:
+        load_weights(model, weights)
+    elif pretrained:
+        load_weights(model, weights_path(config), config.weights_sha256 or None)
+    return model.eval()
