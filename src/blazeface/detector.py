@@ -148,23 +148,37 @@ class FaceDetector:
             results.extend(self.detect_tensors([c[0] for c in chunk], [c[1] for c in chunk]))
         return results
 
-    def detect_tensors(self, images: list[torch.Tensor], paths: Sequence[str | None] | None = None) -> list[Detections]:
-        """Detect faces in ``[H, W, 3]`` tensors (``uint8`` or float in ``[0, 255]``) already on the device."""
+    def detect_tensors(self, images: list[torch.Tensor], paths: Sequence[str | None] | None = None,
+                       regions: list[Letterbox] | None = None) -> list[Detections]:
+        """Detect faces in ``[H, W, 3]`` tensors (``uint8`` or float in ``[0, 255]``) already on the device.
+
+        ``regions`` (one :class:`Letterbox` per image) sample other squares than the centred letterbox.
+        """
         if not images:
             return []
-        batch, boxes = letterbox_batch(images, self.input_size)
-        with torch.inference_mode():
-            regressors, logits = self.net(batch)
+        batch, boxes = letterbox_batch(images, self.input_size, regions)
+        regressors, logits = self.forward(batch)
         return self.postprocess(regressors, logits, boxes, paths)
+
+    def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The raw network on ``Tensor[B, 3, S, S]`` in ``[-1, 1]`` → ``(regressors [B, A, 16], logits [B, A, 1])``."""
+        with torch.inference_mode():
+            return self.net(batch)
+
+    def decode(self, regressors: torch.Tensor, logits: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Raw outputs → ``scores [B, A]``, ``boxes [B, A, 4]``, ``keypoints [B, A, 6, 2]`` (normalized to the
+        network input) and ``keep [B, A]``: score at least ``min_score``, finite box of non-negative size."""
+        scores = scores_from_logits(logits.float(), self.config.score_clip)
+        boxes, keypoints = decode_boxes(regressors.float(), self.anchors, self.config.box_scale)
+        size = boxes[..., 2:] - boxes[..., :2]
+        keep = (scores >= self.min_score) & (size >= 0).all(-1) & torch.isfinite(boxes).all(-1)
+        return scores, boxes, keypoints, keep
 
     def postprocess(self, regressors: torch.Tensor, logits: torch.Tensor, letterboxes: Sequence[Letterbox],
                     paths: Sequence[str | None] | None = None) -> list[Detections]:
         """Decode raw outputs ``[B, A, 16]`` / ``[B, A, 1]``, threshold, suppress, and map to image pixels."""
-        regressors = regressors.float()
-        scores = scores_from_logits(logits.float(), self.config.score_clip)
-        boxes, keypoints = decode_boxes(regressors, self.anchors, self.config.box_scale)
-        size = boxes[..., 2:] - boxes[..., :2]
-        keep = (scores >= self.min_score) & (size >= 0).all(-1) & torch.isfinite(boxes).all(-1)
+        scores, boxes, keypoints, keep = self.decode(regressors, logits)
         out = []
         for b, box in enumerate(letterboxes):
             k = keep[b]

@@ -19,28 +19,25 @@ INTER_TAB_SIZE = 32  # OpenCV's INTER_BITS = 5
 
 @dataclass(frozen=True)
 class Letterbox:
-    """How an image of ``width × height`` sits in the ``size × size`` network input.
+    """Where the ``size × size`` network input sits in an image of ``width × height`` pixels.
 
-    ``side = max(width, height)``; the square's top-left corner in source pixels is ``(x0, y0)``
-    (negative along the shorter axis). A normalized tensor coordinate ``t`` maps to source pixels
-    as ``t * side + x0``.
+    The input covers the square of side ``side`` whose top-left corner is ``(x0, y0)`` in source
+    pixels; a normalized tensor coordinate ``t`` maps to source pixels as ``t * side + (x0, y0)``.
+    :meth:`centered` is MediaPipe's letterbox (``side = max(W, H)``, centred, so ``x0`` or ``y0`` is
+    negative along the shorter axis); any other square (a tile) works the same way.
     """
 
     width: int
     height: int
     size: int
+    x0: float
+    y0: float
+    side: float
 
-    @property
-    def side(self) -> int:
-        return max(self.width, self.height)
-
-    @property
-    def x0(self) -> float:
-        return (self.width - self.side) / 2.0
-
-    @property
-    def y0(self) -> float:
-        return (self.height - self.side) / 2.0
+    @classmethod
+    def centered(cls, width: int, height: int, size: int) -> "Letterbox":
+        side = max(width, height)
+        return cls(width, height, size, (width - side) / 2.0, (height - side) / 2.0, float(side))
 
     def to_image(self, xy: torch.Tensor) -> torch.Tensor:
         """Normalized tensor coordinates ``Tensor[..., 2]`` (x, y) → source pixels."""
@@ -60,12 +57,13 @@ def _taps(length: int, out: int, start: float, step: float, device: torch.device
     return idx.clamp(0, length - 1), idx1.clamp(0, length - 1), valid0, valid1, frac
 
 
-def letterbox(image: torch.Tensor, size: int) -> tuple[torch.Tensor, Letterbox]:
-    """Letterbox one image exactly as MediaPipe does.
+def letterbox(image: torch.Tensor, size: int, region: Letterbox | None = None) -> tuple[torch.Tensor, Letterbox]:
+    """Letterbox one image exactly as MediaPipe does (or resample another square ``region`` of it).
 
     Args:
         image: ``Tensor[H, W, 3]`` (RGB), ``uint8`` or float in ``[0, 255]``, on any device.
         size: the network's input side ``S``.
+        region: the square to sample; ``None`` is :meth:`Letterbox.centered` (MediaPipe's letterbox).
 
     Returns:
         ``Tensor[3, S, S]`` float32 in ``[-1, 1]`` (padding -1.0) on the image's device, and the
@@ -74,7 +72,9 @@ def letterbox(image: torch.Tensor, size: int) -> tuple[torch.Tensor, Letterbox]:
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"letterbox expects an [H, W, 3] image, got shape {tuple(image.shape)}")
     height, width = int(image.shape[0]), int(image.shape[1])
-    box = Letterbox(width, height, size)
+    box = Letterbox.centered(width, height, size) if region is None else region
+    if (box.width, box.height, box.size) != (width, height, size):
+        raise ValueError(f"region is for a {box.width}×{box.height} image at {box.size}px, got {width}×{height} at {size}px")
     step = box.side / size
     dev = image.device
     x0i, x1i, vx0, vx1, fx = _taps(width, size, box.x0, step, dev)
@@ -92,14 +92,18 @@ def letterbox(image: torch.Tensor, size: int) -> tuple[torch.Tensor, Letterbox]:
     return tensor, box
 
 
-def letterbox_batch(images: list[torch.Tensor], size: int) -> tuple[torch.Tensor, list[Letterbox]]:
-    """Letterbox a list of differently sized ``[H, W, 3]`` images into one ``Tensor[B, 3, S, S]``."""
+def letterbox_batch(images: list[torch.Tensor], size: int, regions: list[Letterbox] | None = None
+                    ) -> tuple[torch.Tensor, list[Letterbox]]:
+    """Letterbox a list of differently sized ``[H, W, 3]`` images into one ``Tensor[B, 3, S, S]``.
+
+    ``regions`` (one per image, e.g. tiles of the same image) replace the centred letterbox.
+    """
     if not images:
         raise ValueError("letterbox_batch needs at least one image")
     out = []
     boxes = []
-    for img in images:
-        t, b = letterbox(img, size)
+    for i, img in enumerate(images):
+        t, b = letterbox(img, size, regions[i] if regions is not None else None)
         out.append(t)
         boxes.append(b)
     return torch.stack(out), boxes
