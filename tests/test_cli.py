@@ -28,7 +28,7 @@ def test_detect_folder_with_bad_inputs(tmp_path):
     (folder / "zero.png").write_bytes(b"")
     empty = tmp_path / "empty"
     empty.mkdir()
-    jsonl = tmp_path / "out.jsonl"
+    jsonl = tmp_path / "new_dir" / "out.jsonl"  # parent folders are created
     annotated = tmp_path / "annotated"
     code, _ = _run(["detect", str(folder), str(tmp_path / "missing.png"), str(empty),
                     "--jsonl", str(jsonl), "--annotate", str(annotated), "--quiet"])

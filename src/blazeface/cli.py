@@ -52,6 +52,8 @@ def run_detect(args: argparse.Namespace, stdout: TextIO) -> int:
     if not inputs:
         print("blazeface detect: no inputs", file=sys.stderr)
         return 2
+    if args.jsonl:
+        Path(args.jsonl).parent.mkdir(parents=True, exist_ok=True)
     out: TextIO = open(args.jsonl, "w", encoding="utf-8") if args.jsonl else stdout
     annotate = Path(args.annotate) if args.annotate else None
     if annotate:
