@@ -15,9 +15,12 @@ from .conftest import dataset_images, mediapipe_reference
 import torch
 
 
-@pytest.fixture(scope="module", params=["short_range", "full_range_sparse"])
+@pytest.fixture(scope="module", params=[("short_range", "torch"), ("full_range_sparse", "torch"),
+                                        ("short_range", "onnxruntime"), ("full_range_sparse", "onnxruntime")],
+                ids=lambda p: "-".join(p))
 def detector(request):
-    return FaceDetector(request.param, device="cpu")
+    model, backend = request.param
+    return FaceDetector(model, device="cpu", backend=backend)
 
 
 def _iou(a, b):

@@ -95,7 +95,7 @@ def pil_to_rgb(img: Image.Image, name: str | None = None) -> np.ndarray:
         return array_to_rgb(arr / 255.0 if arr.max(initial=0) > 1 else arr, name=name)
     if img.mode != "RGB":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    return array_to_rgb(np.asarray(img), name=name)
+    return array_to_rgb(np.array(img), name=name)  # a writable copy, owned by the caller
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

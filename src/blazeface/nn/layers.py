@@ -61,10 +61,6 @@ class PaddedConv2d(nn.Sequential):
         )
         super().__init__(*layers)
 
-    @property
-    def conv(self) -> nn.Conv2d:
-        return self[-1]  # type: ignore[return-value]
-
 
 class BlazeBlock(nn.Module):
     """A single or double BlazeBlock (BlazeFace paper, Fig. 1).

@@ -1,0 +1,143 @@
+"""Run the raw network — ``Tensor[B, 3, S, S]`` in ``[-1, 1]`` → ``(regressors [B, A, 16], logits [B, A, 1])`` —
+with PyTorch or ONNX Runtime. Decoding and NMS stay outside, identical for every backend.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import tempfile
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+import torch
+
+from ..nn.blazenet import BlazeNet
+
+BackendName = Literal["auto", "torch", "onnxruntime"]
+
+
+class Backend(Protocol):
+    """The raw network on a device."""
+
+    name: str
+    device: torch.device
+
+    def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+class TorchBackend:
+    """PyTorch eager: ``channels_last`` on the CPU, ``inference_mode``, optional fp16 on CUDA."""
+
+    name = "torch"
+
+    def __init__(self, net: BlazeNet, device: torch.device, half: bool = False) -> None:
+        if half and device.type == "cpu":
+            raise ValueError("half=True needs a CUDA device (fp16 convolutions are slow or missing on the CPU)")
+        self.device = device
+        self.half = half
+        self.net = net.to(device).eval()
+        if device.type == "cpu":
+            self.net = self.net.to(memory_format=torch.channels_last)
+        if half:
+            self.net = self.net.half()
+
+    def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode():
+            x = batch.to(self.device, non_blocking=True)
+            if self.device.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)
+            if self.half:
+                x = x.half()
+            reg, logits = self.net(x)
+            return reg.float(), logits.float()
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("BLAZEFACE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "blazeface")
+    return Path(root) / "onnx"
+
+
+def _state_digest(net: BlazeNet) -> str:
+    h = hashlib.sha256(repr(net.spec).encode())
+    for name, t in net.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def export_onnx(net: BlazeNet, path: str | Path, opset: int = 17) -> Path:
+    """Export the raw network to ONNX with a dynamic batch axis (``input`` → ``regressors``, ``logits``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    size = net.input_size
+    net = net.cpu().eval()
+    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.onnx.export(
+            net, (torch.zeros(1, 3, size, size),), tmp, input_names=["input"], output_names=["regressors", "logits"],
+            dynamic_axes={"input": {0: "batch"}, "regressors": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=opset, dynamo=False,
+        )
+        os.replace(tmp, path)  # atomic: concurrent processes never read a half-written file
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+class OnnxRuntimeBackend:
+    """ONNX Runtime on the CPU. The network is exported once and cached in ``$BLAZEFACE_CACHE``
+    (default ``~/.cache/blazeface/onnx``), keyed by architecture and weights."""
+
+    name = "onnxruntime"
+
+    def __init__(self, net: BlazeNet, threads: int | None = None, model_path: str | Path | None = None) -> None:
+        import onnxruntime as ort
+
+        self.device = torch.device("cpu")
+        if model_path is None:
+            model_path = _cache_dir() / f"{type(net).__name__}-{_state_digest(net)}.onnx"
+            if not Path(model_path).is_file():
+                export_onnx(net, model_path)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or torch.get_num_threads()
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.model_path = Path(model_path)
+        self.session = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+        self._input = self.session.get_inputs()[0].name
+        outputs = self.session.get_outputs()
+        self._order = [o.name for o in sorted(outputs, key=lambda o: -int(o.shape[-1] if isinstance(o.shape[-1], int) else 0))]
+
+    def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = batch.detach().cpu().numpy() if isinstance(batch, torch.Tensor) else batch
+        reg, logits = self.session.run(self._order, {self._input: np.ascontiguousarray(x, dtype=np.float32)})
+        return torch.from_numpy(reg), torch.from_numpy(logits)
+
+
+def available_backends() -> list[str]:
+    """Backends that can run here."""
+    names = ["torch"]
+    if importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnx") is not None:
+        names.append("onnxruntime")
+    return names
+
+
+def make_backend(name: BackendName, net: BlazeNet, device: torch.device, half: bool = False,
+                 threads: int | None = None) -> Backend:
+    """Build a backend; ``"auto"`` picks ONNX Runtime on the CPU when it is installed (fastest there), else PyTorch."""
+    if name == "auto":
+        name = "onnxruntime" if device.type == "cpu" and not half and "onnxruntime" in available_backends() else "torch"
+    if name == "torch":
+        return TorchBackend(net, device, half)
+    if name == "onnxruntime":
+        if device.type != "cpu":
+            raise ValueError("the onnxruntime backend runs on the CPU; use backend='torch' for CUDA")
+        if "onnxruntime" not in available_backends():
+            raise ImportError("backend='onnxruntime' needs onnx and onnxruntime: pip install 'blazeface[onnx]'")
+        return OnnxRuntimeBackend(net, threads)
+    raise ValueError(f"unknown backend {name!r}; expected 'auto', 'torch' or 'onnxruntime'")

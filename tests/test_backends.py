@@ -1,0 +1,80 @@
+"""Every backend gives the same raw outputs and the same detections; the CPU and torch letterboxes agree bit for bit."""
+
+import numpy as np
+import pytest
+import torch
+
+from blazeface import FaceDetector
+from blazeface.inference import OnnxRuntimeBackend, TorchBackend, available_backends, make_backend
+from blazeface.io import read_image
+from blazeface.preprocess import Letterbox, letterbox, letterbox_numpy
+from blazeface.registry import create_model
+
+from .conftest import EXAMPLES, shared
+
+MODELS = ["short_range", "back", "full_range", "full_range_sparse"]
+
+
+def test_onnxruntime_is_available_in_tests():
+    assert "onnxruntime" in available_backends()
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_raw_outputs_agree_across_backends(model, tmp_path, monkeypatch):
+    monkeypatch.setenv("BLAZEFACE_CACHE", str(tmp_path))
+    net = create_model(model)
+    s = net.input_size
+    x = torch.rand(3, 3, s, s) * 2 - 1
+    ref_reg, ref_logits = TorchBackend(create_model(model), torch.device("cpu"))(x)
+    ort = OnnxRuntimeBackend(net)
+    assert ort.model_path.parent == tmp_path / "onnx" and ort.model_path.is_file()
+    reg, logits = ort(x)
+    assert reg.shape == ref_reg.shape and logits.shape == ref_logits.shape
+    assert (torch.sigmoid(logits) - torch.sigmoid(ref_logits)).abs().max() <= 1e-4
+    assert (reg - ref_reg).abs().max() <= 1e-3
+    # A second backend for the same weights reuses the cached file.
+    assert OnnxRuntimeBackend(create_model(model)).model_path == ort.model_path
+
+
+def test_auto_backend_and_errors():
+    assert make_backend("auto", create_model("short_range"), torch.device("cpu")).name == "onnxruntime"
+    with pytest.raises(ValueError, match="unknown backend"):
+        make_backend("tensorrt", create_model("short_range"), torch.device("cpu"))
+    with pytest.raises(ValueError, match="half=True needs a CUDA device"):
+        FaceDetector("short_range", device="cpu", backend="torch", half=True)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_detections_agree_across_backends(backend):
+    images = [read_image(p) for p in sorted(EXAMPLES.iterdir())] + [read_image(shared("seed_images", "3faces.png"))]
+    ref = FaceDetector("short_range", device="cpu", backend="torch")(images)
+    got = FaceDetector("short_range", device="cpu", backend=backend)(images)
+    for a, b in zip(ref, got):
+        assert len(a) == len(b)
+        assert np.abs(a.boxes - b.boxes).max(initial=0) < 0.05
+        assert np.abs(a.scores - b.scores).max(initial=0) < 1e-4
+
+
+@pytest.mark.parametrize("size", [128, 192, 256])
+def test_numpy_and_torch_letterbox_are_bit_identical(size):
+    for name in ["grace_hopper.jpg", "camera.png", "pillow_hopper.png"]:
+        img = read_image(EXAMPLES / name)
+        a, box_a = letterbox(torch.from_numpy(img.copy()), size)
+        b, box_b = letterbox_numpy(img, size)
+        assert box_a == box_b
+        assert np.array_equal(a.numpy(), b)
+        region = Letterbox(img.shape[1], img.shape[0], size, 10.5, -20.25, 300.0)  # any square, e.g. a tile
+        assert np.array_equal(letterbox(torch.from_numpy(img.copy()), size, region)[0].numpy(),
+                              letterbox_numpy(img, size, region)[0])
+
+
+def test_letterbox_hand_checked():
+    # A 2×1 image letterboxed to 2×2: side 2, y0 = -0.5; tensor pixel (j, i) samples (j, i - 0.5).
+    img = np.array([[[255, 0, 0], [0, 255, 0]]], dtype=np.uint8)
+    t, box = letterbox_numpy(img, 2)
+    assert (box.x0, box.y0, box.side) == (0.0, -0.5, 2.0)
+    # row 0 samples y = -0.5: half the first row, half zero padding → 127.5 rounds half up to 128.
+    expected_red = np.array([[128, 0], [128, 0]]) * (2 / 255) - 1  # row 1 samples y = 0.5: half row 0, half padding
+    assert np.allclose(t[0], expected_red, atol=1e-6)
+    assert np.allclose(t[1], np.array([[0, 128], [0, 128]]) * (2 / 255) - 1, atol=1e-6)
+    assert np.allclose(t[2], -1.0)
