@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__
-from .io import ImageLoadError, iter_image_files, read_image
+from .io import ImageLoadError, iter_image_files
 from .registry import get_config, list_models
 
 
@@ -41,13 +41,12 @@ def _annotation_path(out_dir: Path, path: str, taken: set[str]) -> Path:
 
 
 def run_detect(args: argparse.Namespace, stdout: TextIO) -> int:
-    import torch
     from tqdm import tqdm
 
     from .detector import FaceDetector
 
     detector = FaceDetector(args.model, device=args.device, min_score=args.min_score, weights=args.weights,
-                            batch_size=args.batch_size)
+                            batch_size=args.batch_size, backend=args.backend)
     inputs = list(_inputs(args.paths))
     if not inputs:
         print("blazeface detect: no inputs", file=sys.stderr)
@@ -62,42 +61,28 @@ def run_detect(args: argparse.Namespace, stdout: TextIO) -> int:
     failures = 0
     bar = tqdm(total=len(inputs), unit="img", desc=f"detect ({detector.model_name})", file=sys.stderr,
                disable=args.quiet or None)
+    listing_errors = {path: error for path, error in inputs if error is not None}
     try:
-        for start in range(0, len(inputs), args.batch_size):
-            chunk = inputs[start:start + args.batch_size]
-            records: list[dict[str, Any] | None] = [None] * len(chunk)
-            images, slots = [], []
-            for i, (path, error) in enumerate(chunk):
-                if error is None:
-                    try:
-                        images.append(read_image(path))
-                        slots.append(i)
-                        continue
-                    except ImageLoadError as exc:
-                        error = str(exc)
-                records[i] = _record(path, detector.model_name, error=error)
-            if images:
-                tensors = [torch.from_numpy(img.copy()).to(detector.device) for img in images]
-                paths = [chunk[i][0] for i in slots]
-                try:
-                    results = detector.detect_tensors(tensors, paths)
-                except Exception as exc:  # keep the batch's records; report why each failed
-                    results = [exc] * len(slots)
-                for i, img, res in zip(slots, images, results):
-                    if isinstance(res, Exception):
-                        records[i] = _record(chunk[i][0], detector.model_name, img.shape[1], img.shape[0],
-                                             error=f"{type(res).__name__}: {res}")
-                        continue
-                    d = res.to_dict()
-                    records[i] = _record(chunk[i][0], detector.model_name, d["width"], d["height"], d["faces"])
-                    if annotate:
-                        res.plot(img).save(_annotation_path(annotate, chunk[i][0], taken), quality=92)
-            for rec in records:
-                assert rec is not None
-                failures += rec["error"] is not None
-                out.write(json.dumps(rec) + "\n")
-            out.flush()
-            bar.update(len(chunk))
+        stream = detector.stream([p for p, e in inputs if e is None], workers=args.workers)
+        results = iter(stream)
+        for path, error in inputs:
+            if error is None:
+                path, result = next(results)
+                if isinstance(result, ImageLoadError):
+                    error = str(result)
+            else:
+                error = listing_errors[path]
+            if error is not None:
+                record = _record(path, detector.model_name, error=error)
+            else:
+                d = result.to_dict()
+                record = _record(path, detector.model_name, d["width"], d["height"], d["faces"])
+                if annotate:
+                    result.plot(path).save(_annotation_path(annotate, path, taken), quality=92)
+            failures += record["error"] is not None
+            out.write(json.dumps(record) + "\n")
+            bar.update(1)
+        out.flush()
     finally:
         bar.close()
         if out is not stdout:
@@ -155,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--min-score", type=float, help="score threshold (default: the model's own)")
     d.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     d.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
+    d.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime"],
+                   help="inference backend (default: auto = ONNX Runtime on the CPU when installed)")
+    d.add_argument("--workers", type=int, default=None, help="image decoding threads (default: up to 4)")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=run_detect)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +157,32 @@ class FaceDetector:
             chunk = [self._load(img, bgr) for img in images[start:start + self.batch_size]]
             results.extend(self.detect_tensors([c[0] for c in chunk], [c[1] for c in chunk]))
         return results
+
+    def stream(self, paths: Iterable[str | Path], workers: int | None = None, prefetch: int | None = None
+               ) -> Iterator[tuple[str, Detections | ImageLoadError]]:
+        """Detect faces in image files, decoding ahead in background threads while the network runs.
+
+        Yields ``(path, Detections)`` or ``(path, ImageLoadError)`` for every input, in input order;
+        memory stays bounded by ``prefetch`` decoded images plus one batch.
+        """
+        from .stream import iter_images
+
+        pending: list[tuple[str, np.ndarray | ImageLoadError]] = []
+        decoded = 0
+        for path, image in iter_images((str(p) for p in paths), workers, prefetch):
+            pending.append((path, image))
+            decoded += not isinstance(image, ImageLoadError)
+            if decoded >= self.batch_size:
+                yield from self._flush(pending)
+                pending, decoded = [], 0
+        yield from self._flush(pending)
+
+    def _flush(self, pending: list[tuple[str, np.ndarray | ImageLoadError]]
+               ) -> Iterator[tuple[str, Detections | ImageLoadError]]:
+        good = [(p, img) for p, img in pending if not isinstance(img, ImageLoadError)]
+        results = iter(self.detect_tensors([img for _, img in good], [p for p, _ in good]))
+        for path, image in pending:
+            yield path, image if isinstance(image, ImageLoadError) else next(results)
 
     def detect_tensors(self, images: Sequence[np.ndarray | torch.Tensor], paths: Sequence[str | None] | None = None,
                        regions: Sequence[Letterbox] | None = None) -> list[Detections]:
