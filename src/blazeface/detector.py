@@ -106,6 +106,7 @@ class FaceDetector:
         self.max_faces = max_faces
         self.batch_size = int(batch_size)
         self.anchors = generate_anchors(self.config.anchors).to(self.device)
+        self._anchors_np = generate_anchors(self.config.anchors).numpy()
         self.backend = make_backend(backend, self.net, self.device, half=half, threads=threads)
         p = min(max(self.min_score, 1e-7), 1 - 1e-7)
         self._logit_floor = math.log(p / (1 - p)) - 0.01  # a cheap pre-filter; the exact test is on scores
@@ -236,22 +237,33 @@ class FaceDetector:
         Only anchors whose logit passes a slightly lower bound are decoded (batched, one ``nonzero``);
         the exact MediaPipe test ``sigmoid(clip(logit)) >= min_score`` is then applied to those.
         """
-        image_idx, anchor_idx = torch.nonzero(logits[..., 0] >= self._logit_floor, as_tuple=True)
-        scores = scores_from_logits(logits[image_idx, anchor_idx].float(), self.config.score_clip)
-        boxes, keypoints = decode_boxes(regressors[image_idx, anchor_idx].float(),
-                                        self.anchors.to(regressors.device)[anchor_idx], self.config.box_scale)
+        if regressors.device.type == "cpu":  # numpy: far less per-op overhead than torch on tiny arrays
+            reg, lg, anchors = regressors.numpy(), logits.numpy(), self._anchors_np
+            image_idx, anchor_idx = np.nonzero(lg[..., 0] >= self._logit_floor)
+        else:
+            reg, lg, anchors = regressors, logits, self.anchors.to(regressors.device)
+            image_idx, anchor_idx = torch.nonzero(lg[..., 0] >= self._logit_floor, as_tuple=True)
+        scores = scores_from_logits(lg[image_idx, anchor_idx], self.config.score_clip)
+        boxes, keypoints = decode_boxes(reg[image_idx, anchor_idx], anchors[anchor_idx], self.config.box_scale)
         size = boxes[:, 2:] - boxes[:, :2]
-        keep = (scores >= self.min_score) & (size >= 0).all(-1) & torch.isfinite(boxes).all(-1)
+        keep = (scores >= self.min_score) & (size >= 0).all(-1) & _isfinite(boxes).all(-1)
         out = []
         for b, box in enumerate(letterboxes):
             k = keep & (image_idx == b)
             sup = non_max_suppression(boxes[k], scores[k], keypoints[k], self.min_suppression, self.nms,
                                       self.max_faces)
             xyxy = box.to_image(sup.boxes.reshape(-1, 2, 2)).reshape(-1, 4)
-            kps = box.to_image(sup.keypoints)
-            out.append(Detections(xyxy.cpu().numpy(), sup.scores.cpu().numpy(), kps.cpu().numpy(),
+            out.append(Detections(_to_numpy(xyxy), _to_numpy(sup.scores), _to_numpy(box.to_image(sup.keypoints)),
                                   (box.width, box.height), self.model_name, paths[b] if paths else None))
         return out
+
+
+def _isfinite(x: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    return np.isfinite(x) if isinstance(x, np.ndarray) else torch.isfinite(x)
+
+
+def _to_numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
+    return x if isinstance(x, np.ndarray) else x.detach().cpu().numpy()
 
 
 def open_image(path: str | Path) -> Image.Image:

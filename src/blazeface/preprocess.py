@@ -17,8 +17,6 @@ import numpy as np
 import torch
 
 INTER_TAB_SIZE = 32  # OpenCV's INTER_BITS = 5
-#: uint8 → [-1, 1], as MediaPipe's ``convertTo(CV_32F, 2/255, -1)``.
-PIXEL_TO_INPUT = (np.arange(256, dtype=np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0)).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -43,10 +41,11 @@ class Letterbox:
         side = max(width, height)
         return cls(width, height, size, (width - side) / 2.0, (height - side) / 2.0, float(side))
 
-    def to_image(self, xy: torch.Tensor) -> torch.Tensor:
-        """Normalized tensor coordinates ``Tensor[..., 2]`` (x, y) → source pixels."""
-        offset = torch.tensor([self.x0, self.y0], dtype=xy.dtype, device=xy.device)
-        return xy * self.side + offset
+    def to_image(self, xy: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """Normalized tensor coordinates ``[..., 2]`` (x, y) → source pixels (numpy or torch, as given)."""
+        if isinstance(xy, np.ndarray):
+            return xy * np.float32(self.side) + np.array([self.x0, self.y0], dtype=xy.dtype)
+        return xy * self.side + torch.tensor([self.x0, self.y0], dtype=xy.dtype, device=xy.device)
 
 
 def _taps(length: int, out: int, start: float, step: float, device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -125,35 +124,40 @@ def _axis_taps(length: int, out: int, start: float, step: float) -> tuple[np.nda
 
 @lru_cache(maxsize=64)
 def sampling_table(box: Letterbox) -> tuple[np.ndarray, np.ndarray]:
-    """Flat source indices ``int64[4, S*S]`` and integer weights ``int32[4, S*S]`` (summing to 1024
-    inside the image) of the four bilinear taps of every input pixel; cached per :class:`Letterbox`."""
+    """Indices into the flattened ``[H*W*3]`` image, ``intp[4, 3, S*S]`` (tap, channel, pixel), and integer-valued
+    weights ``float32[4, 1, S*S]`` (summing to 1024 inside the image) of the four bilinear taps of every
+    input pixel; cached per :class:`Letterbox`."""
     step = box.side / box.size
     x0, x1, wx0, wx1 = _axis_taps(box.width, box.size, box.x0, step)
     y0, y1, wy0, wy1 = _axis_taps(box.height, box.size, box.y0, step)
-    idx = np.stack([(y[:, None] * box.width + x[None, :]).reshape(-1) for y in (y0, y1) for x in (x0, x1)])
-    w = np.stack([(a[:, None] * b[None, :]).reshape(-1) for a in (wy0, wy1) for b in (wx0, wx1)]).astype(np.int32)
-    return idx, w
+    pixel = np.stack([(y[:, None] * box.width + x[None, :]).reshape(-1) for y in (y0, y1) for x in (x0, x1)])
+    idx = (pixel[:, None, :] * 3 + np.arange(3)[None, :, None]).astype(np.intp)
+    w = np.stack([(a[:, None] * b[None, :]).reshape(-1) for a in (wy0, wy1) for b in (wx0, wx1)])
+    return idx, w[:, None, :].astype(np.float32)
 
 
 def letterbox_numpy(image: np.ndarray, size: int, region: Letterbox | None = None,
                     out: np.ndarray | None = None) -> tuple[np.ndarray, Letterbox]:
     """:func:`letterbox` for an RGB ``uint8`` array ``[H, W, 3]`` on the CPU, bit-identical and faster.
 
-    Writes ``float32[3, S, S]`` into ``out`` when given (e.g. a slice of a preallocated batch).
+    Writes ``float32[3, S, S]`` into ``out`` when given (e.g. a slice of a preallocated batch). The
+    fixed-point sums are integers below 2**24, so float32 holds them exactly.
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"letterbox_numpy expects a uint8 [H, W, 3] array, got {image.dtype} {image.shape}")
     height, width = image.shape[:2]
     box = Letterbox.centered(width, height, size) if region is None else region
     idx, w = sampling_table(box)
-    flat = np.ascontiguousarray(image).reshape(-1, 3)
-    taps = np.take(flat, idx, axis=0)  # [4, S*S, 3] uint8
-    acc = taps[0] * w[0][:, None]
+    taps = np.take(np.ascontiguousarray(image).reshape(-1), idx).astype(np.float32)  # [4, 3, S*S]
+    acc = taps[0] * w[0]
     for k in range(1, 4):
-        acc += taps[k] * w[k][:, None]  # exact: at most 1024 * 255
-    acc += 512
-    acc >>= 10  # OpenCV's fixed-point rounding, half up
-    values = PIXEL_TO_INPUT[acc.T].reshape(3, size, size)
+        acc += taps[k] * w[k]
+    acc += 512.0
+    acc *= 1.0 / 1024.0
+    np.floor(acc, out=acc)  # OpenCV's fixed-point rounding, half up
+    acc *= np.float32(2.0 / 255.0)
+    acc -= 1.0
+    values = acc.reshape(3, size, size)
     if out is None:
         return values, box
     out[...] = values

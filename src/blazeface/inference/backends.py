@@ -95,7 +95,8 @@ class OnnxRuntimeBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, net: BlazeNet, threads: int | None = None, model_path: str | Path | None = None) -> None:
+    def __init__(self, net: BlazeNet, threads: int | None = None, model_path: str | Path | None = None,
+                 spin: bool = False) -> None:
         import onnxruntime as ort
 
         self.device = torch.device("cpu")
@@ -107,6 +108,8 @@ class OnnxRuntimeBackend:
         opts.intra_op_num_threads = threads or torch.get_num_threads()
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Spinning worker threads steal the cores from decoding and post-processing between runs.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         self.model_path = Path(model_path)
         self.session = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
         self._input = self.session.get_inputs()[0].name

@@ -1,20 +1,18 @@
 """Stateless box operations: decoding raw regressors against anchors, IoU, format conversion.
 
-Boxes are ``(x1, y1, x2, y2)`` unless a name says otherwise; keypoints are ``(x, y)``.
+Boxes are ``(x1, y1, x2, y2)`` unless a name says otherwise; keypoints are ``(x, y)``. Every function
+takes numpy arrays or torch tensors (on any device) and returns the same kind.
 """
 
 from __future__ import annotations
 
-import torch
-
 from ..nn.blazenet import NUM_COORDS
+from ._array import Array, concat, sigmoid, xp
 
 NUM_KEYPOINTS = (NUM_COORDS - 4) // 2
 
 
-def decode_boxes(
-    regressors: torch.Tensor, anchors: torch.Tensor, scale: float
-) -> tuple[torch.Tensor, torch.Tensor]:
+def decode_boxes(regressors: Array, anchors: Array, scale: float) -> tuple[Array, Array]:
     """Decode raw regressors as MediaPipe's ``TensorsToDetectionsCalculator`` (no exponential on sizes).
 
     Args:
@@ -31,39 +29,41 @@ def decode_boxes(
     anchor_wh = anchors[:, 2:]
     center = regressors[..., 0:2] / scale * anchor_wh + anchor_xy
     size = regressors[..., 2:4] / scale * anchor_wh
-    boxes = torch.cat([center - size / 2, center + size / 2], dim=-1)
+    boxes = concat([center - size / 2, center + size / 2], -1)
     kp = regressors[..., 4:].reshape(*regressors.shape[:-1], NUM_KEYPOINTS, 2)
-    keypoints = kp / scale * anchor_wh.unsqueeze(-2) + anchor_xy.unsqueeze(-2)
+    keypoints = kp / scale * anchor_wh[..., None, :] + anchor_xy[..., None, :]
     return boxes, keypoints
 
 
-def scores_from_logits(logits: torch.Tensor, clip: float = 100.0) -> torch.Tensor:
-    """``sigmoid(clip(logit, -clip, clip))``: ``Tensor[..., A, 1]`` → ``Tensor[..., A]``."""
-    return torch.sigmoid(logits.clamp(-clip, clip)).squeeze(-1)
+def scores_from_logits(logits: Array, clip: float = 100.0) -> Array:
+    """``sigmoid(clip(logit, -clip, clip))``: ``[..., A, 1]`` → ``[..., A]``."""
+    return sigmoid(logits.clip(-clip, clip))[..., 0]
 
 
-def box_area(boxes: torch.Tensor) -> torch.Tensor:
-    """Area of ``Tensor[N, 4]`` boxes in ``(x1, y1, x2, y2)``; 0 for empty boxes."""
-    return (boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
+def box_area(boxes: Array) -> Array:
+    """Area of ``[N, 4]`` boxes in ``(x1, y1, x2, y2)``; 0 for empty boxes."""
+    return (boxes[:, 2] - boxes[:, 0]).clip(min=0) * (boxes[:, 3] - boxes[:, 1]).clip(min=0)
 
 
-def box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
-    """Pairwise IoU ``Tensor[N, M]`` of ``(x1, y1, x2, y2)`` boxes; 0 where either is empty or they are disjoint."""
+def box_iou(boxes1: Array, boxes2: Array) -> Array:
+    """Pairwise IoU ``[N, M]`` of ``(x1, y1, x2, y2)`` boxes; 0 where either is empty or they are disjoint."""
+    m = xp(boxes1)
     area1 = box_area(boxes1)
     area2 = box_area(boxes2)
-    lt = torch.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
-    rb = torch.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
-    wh = (rb - lt).clamp(min=0)
+    lt = m.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
+    rb = m.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
+    wh = (rb - lt).clip(min=0)
     inter = wh[..., 0] * wh[..., 1]
     union = area1[:, None] + area2[None, :] - inter
-    return torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), torch.zeros_like(inter))
+    tiny = float(m.finfo(union.dtype).tiny)
+    return m.where(union > 0, inter / union.clip(min=tiny), m.zeros_like(inter))
 
 
-def xyxy_to_xywh(boxes: torch.Tensor) -> torch.Tensor:
+def xyxy_to_xywh(boxes: Array) -> Array:
     """``(x1, y1, x2, y2)`` → ``(x1, y1, w, h)``."""
-    return torch.cat([boxes[..., :2], boxes[..., 2:] - boxes[..., :2]], dim=-1)
+    return concat([boxes[..., :2], boxes[..., 2:] - boxes[..., :2]], -1)
 
 
-def xyxy_to_cxcywh(boxes: torch.Tensor) -> torch.Tensor:
+def xyxy_to_cxcywh(boxes: Array) -> Array:
     """``(x1, y1, x2, y2)`` → ``(cx, cy, w, h)``."""
-    return torch.cat([(boxes[..., :2] + boxes[..., 2:]) / 2, boxes[..., 2:] - boxes[..., :2]], dim=-1)
+    return concat([(boxes[..., :2] + boxes[..., 2:]) / 2, boxes[..., 2:] - boxes[..., :2]], -1)

@@ -1,0 +1,274 @@
+#!/usr/bin/env python3
+"""End-to-end speed of blazeface against MediaPipe's pipeline and the bare TFLite interpreter, in one run.
+
+    python benchmarks/bench_speed.py [--mediapipe-python PATH] [--threads 2] [--write]
+
+Cases (short-range model unless stated): one 1280×720 image, one 640×480 image (decoded RGB array in,
+``Detections`` out, median latency); a batch of 64 images at 128×128 (throughput); a folder of JPEGs including
+decoding (throughput, peak RSS for 100 vs 500 files, CPU use); batches of 256 on the GPU when there is one.
+Peers in the same run: MediaPipe 0.10.14's ``FaceDetection.process`` (a side Python with ``mediapipe==0.10.14``
+and ``numpy<2``, driven as a subprocess by ``mediapipe_peer.py``) and the TFLite interpreter (``ai-edge-litert``)
+on the bare network. ``--write`` replaces the speed section of ``benchmarks/RESULTS.md`` and writes
+``benchmarks/speed.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT / "src"))
+
+
+def median_ms(fn, repeat: int, warmup: int = 10) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e3
+
+
+def make_images(tmp: Path) -> dict[str, Path]:
+    src = Image.open(ROOT / "examples" / "grace_hopper.jpg").convert("RGB")
+    out = {}
+    for name, size in (("1280x720", (1280, 720)), ("640x480", (640, 480))):
+        p = tmp / f"{name}.jpg"
+        src.resize(size, Image.BILINEAR).save(p, quality=95)
+        out[name] = p
+    return out
+
+
+def make_folder(tmp: Path, count: int) -> Path:
+    """``count`` JPEGs of mixed sizes made from the public-domain fixtures."""
+    folder = tmp / f"folder{count}"
+    folder.mkdir(exist_ok=True)
+    sources = [Image.open(p).convert("RGB") for p in sorted((ROOT / "examples").iterdir())]
+    sizes = [(640, 480), (1024, 768), (800, 800), (1280, 720), (480, 640)]
+    cache: dict[tuple[int, int], Path] = {}
+    for i in range(count):
+        key = (i % len(sources), i % len(sizes))
+        if key not in cache:
+            p = folder / f"{i:05d}.jpg"
+            sources[key[0]].resize(sizes[key[1]], Image.BILINEAR).save(p, quality=90)
+            cache[key] = p
+        else:
+            shutil.copy(cache[key], folder / f"{i:05d}.jpg")
+    return folder
+
+
+def folder_run(folder: str, backend: str, threads: int) -> dict:
+    """Run in a fresh process: stream a folder, report throughput, peak RSS and CPU use."""
+    code = f"""
+import json, os, resource, time, torch
+torch.set_num_threads({threads})
+from blazeface import FaceDetector
+from blazeface.io import iter_image_files
+d = FaceDetector('short_range', device='cpu', backend={backend!r}, threads={threads}, batch_size=32)
+files = list(iter_image_files([{folder!r}]))
+t0, c0 = time.perf_counter(), os.times()
+n = sum(1 for _ in d.stream(files))
+t1, c1 = time.perf_counter(), os.times()
+cpu = (c1.user - c0.user) + (c1.system - c0.system)
+hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]
+print(json.dumps({{"images": n, "images_per_s": n / (t1 - t0), "cpu_busy": cpu / (t1 - t0),
+                  "peak_rss_mb": int(hwm) / 1024}}))
+"""
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def mediapipe_peer(python: str | None, images: list[Path], repeat: int) -> dict | None:
+    if not python:
+        return None
+    cmd = [python, str(ROOT / "benchmarks" / "mediapipe_peer.py"), "--repeat", str(repeat), *map(str, images)]
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=600)
+    except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        print(f"MediaPipe peer failed: {exc}", file=sys.stderr)
+        return None
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def tflite_peer(threads: int, repeat: int) -> dict:
+    """The bare short-range network in the TFLite interpreter (XNNPACK), one image per invoke."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(SHARED / "models" / "face_detection_short_range.tflite"), num_threads=threads)
+    interp.allocate_tensors()
+    idx = interp.get_input_details()[0]["index"]
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 128, 128, 3)).astype(np.float32)
+
+    def run():
+        interp.set_tensor(idx, x)
+        interp.invoke()
+
+    ms = median_ms(run, repeat)
+    return {"median_ms": ms, "images_per_s": 1e3 / ms}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mediapipe-python", default=os.environ.get("MEDIAPIPE_PYTHON"),
+                    help="a Python with mediapipe==0.10.14 (e.g. /tmp/mp/bin/python); omitted: no MediaPipe peer")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=300)
+    ap.add_argument("--folder-size", type=int, default=500)
+    ap.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md and benchmarks/speed.png")
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from blazeface import FaceDetector, __version__
+    from blazeface.inference import available_backends
+
+    tmp = Path(tempfile.mkdtemp(prefix="blazeface-bench-"))
+    images = make_images(tmp)
+    arrays = {k: np.asarray(Image.open(p).convert("RGB")).copy() for k, p in images.items()}
+    results: dict = {"threads": args.threads, "cases": {}}
+    backends = [b for b in ("onnxruntime", "torch") if b in available_backends()]
+    detectors = {b: FaceDetector("short_range", device="cpu", backend=b, threads=args.threads, batch_size=64)
+                 for b in backends}
+
+    # Peers first, then ours, then MediaPipe again: the machine is shared, so interleave.
+    mp1 = mediapipe_peer(args.mediapipe_python, list(images.values()), args.repeat)
+    tfl = tflite_peer(args.threads, args.repeat)
+    for name, arr in arrays.items():
+        case = results["cases"].setdefault(name, {})
+        for b, det in detectors.items():
+            case[b] = median_ms(lambda: det(arr), args.repeat)
+    rng = np.random.default_rng(0)
+    batch = [rng.integers(0, 256, (128, 128, 3), dtype=np.uint8) for _ in range(64)]
+    batch[0] = np.asarray(Image.open(ROOT / "examples" / "pillow_hopper.png").convert("RGB")).copy()
+    case = results["cases"].setdefault("batch64x128", {})
+    for b, det in detectors.items():
+        ms = median_ms(lambda: det(batch), max(10, args.repeat // 20), warmup=2)
+        case[b] = 64e3 / ms  # images/s
+    mp2 = mediapipe_peer(args.mediapipe_python, list(images.values()), args.repeat)
+    tfl2 = tflite_peer(args.threads, args.repeat)
+    tfl_ms = min(tfl["median_ms"], tfl2["median_ms"])
+    results["tflite_bare_network"] = {"median_ms": tfl_ms, "images_per_s": 1e3 / tfl_ms}
+    if mp1 and mp2:
+        results["mediapipe"] = {c["image"].split("/")[-1].split(".")[0]: min(a["median_ms"], c["median_ms"])
+                                for a, c in zip(mp1["cases"], mp2["cases"])}
+    # Folder of JPEGs, in fresh processes so peak RSS belongs to the run.
+    small = make_folder(tmp, 100)
+    big = make_folder(tmp, args.folder_size)
+    results["folder"] = {b: {"100": folder_run(str(small), b, args.threads),
+                             str(args.folder_size): folder_run(str(big), b, args.threads)} for b in backends}
+    # GPU, when there is one.
+    if torch.cuda.is_available():
+        gpu = FaceDetector("short_range", device="cuda", backend="torch", batch_size=256)
+        gbatch = torch.randint(0, 256, (256, 128, 128, 3), dtype=torch.uint8, device="cuda")
+        frames = list(gbatch)
+
+        def run_gpu():
+            gpu.detect_tensors(frames)
+            torch.cuda.synchronize()
+
+        ms = median_ms(run_gpu, 20, warmup=3)
+        results["gpu"] = {"device": torch.cuda.get_device_name(), "images_per_s": 256e3 / ms}
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    results["meta"] = {
+        "date": dt.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "python": platform.python_version(), "torch": torch.__version__, "blazeface": __version__,
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                 cwd=ROOT).stdout.strip(),
+        "load_average": os.getloadavg()[0],
+    }
+    print(json.dumps(results, indent=1))
+    if args.write:
+        write_results(results)
+
+
+def write_results(r: dict) -> None:
+    m = r["meta"]
+    mp = r.get("mediapipe", {})
+    lines = [
+        "## Speed (issue 3)",
+        "",
+        f"`python benchmarks/bench_speed.py --mediapipe-python PATH --write`, commit `{m['commit']}`, {m['date']}, "
+        f"{m['machine']}, {r['threads']} threads, torch {m['torch']}, load average at the end {m['load_average']:.2f}. "
+        "Medians; every peer ran in the same run (MediaPipe before and after ours, its better number kept).",
+        "",
+        "| case | " + " | ".join(f"blazeface {b}" for b in r["cases"]["1280x720"]) + " | MediaPipe 0.10.14 | ratio (best / MediaPipe) |",
+        "|---|" + "---|" * (len(r["cases"]["1280x720"]) + 2),
+    ]
+    for name in ("1280x720", "640x480"):
+        case = r["cases"][name]
+        best = min(case.values())
+        peer = mp.get(name)
+        lines.append(f"| one {name} image, end to end (ms) | " + " | ".join(f"{v:.2f}" for v in case.values())
+                     + f" | {peer:.2f} | {best / peer:.2f} |" if peer else
+                     f"| one {name} image, end to end (ms) | " + " | ".join(f"{v:.2f}" for v in case.values()) + " | – | – |")
+    t = r["tflite_bare_network"]
+    case = r["cases"]["batch64x128"]
+    lines += [
+        "",
+        f"Batch of 64 images at 128×128, whole pipeline (images/s): "
+        + ", ".join(f"{b} {v:.0f}" for b, v in case.items())
+        + f"; TFLite interpreter on the bare network, {r['threads']} threads: {t['images_per_s']:.0f} images/s "
+        f"({t['median_ms']:.2f} ms) → ratio {max(case.values()) / t['images_per_s']:.2f}.",
+        "",
+        "Folder of JPEGs (decoding included, background decoding threads):",
+        "",
+        "| backend | files | images/s | CPU busy (cores) | peak RSS (MB) |",
+        "|---|---|---|---|---|",
+    ]
+    for b, runs in r["folder"].items():
+        for n, f in runs.items():
+            lines.append(f"| {b} | {n} | {f['images_per_s']:.0f} | {f['cpu_busy']:.2f} | {f['peak_rss_mb']:.0f} |")
+    if "gpu" in r:
+        lines += ["", f"GPU ({r['gpu']['device']}): {r['gpu']['images_per_s']:.0f} images/s, batches of 256 at "
+                  "128×128, end to end (letterbox, network, decoding, NMS on the device)."]
+    else:
+        lines += ["", "GPU: no GPU in this run."]
+    section = "\n".join(lines) + "\n"
+    path = ROOT / "benchmarks" / "RESULTS.md"
+    text = path.read_text() if path.exists() else "# Benchmark results\n\nEach section says how it was made; rerun its command to check.\n"
+    start = text.find("## Speed (issue 3)")
+    if start >= 0:
+        end = text.find("\n## ", start + 1)
+        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
+    else:
+        text = text.rstrip() + "\n\n" + section
+    path.write_text(text)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        names = list(r["cases"]["1280x720"]) + (["MediaPipe"] if mp else [])
+        values = list(r["cases"]["1280x720"].values()) + ([mp["1280x720"]] if mp else [])
+        fig, ax = plt.subplots(figsize=(6, 3))
+        ax.barh(names, values, color=["tab:green"] * (len(names) - bool(mp)) + (["tab:gray"] if mp else []))
+        ax.set_xlabel("ms per 1280×720 image, end to end (lower is better)")
+        fig.tight_layout()
+        fig.savefig(ROOT / "benchmarks" / "speed.png", dpi=120)
+    except ImportError:
+        print("matplotlib not installed: no chart", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""Time MediaPipe's own face detection pipeline (run with a Python that has ``mediapipe==0.10.14``).
+
+    python mediapipe_peer.py --model 0 --repeat 200 IMAGE [IMAGE ...]
+
+Prints one JSON object: per-image median latency (ms) of ``FaceDetection.process`` on decoded RGB arrays,
+and the loop throughput. Used by ``bench_speed.py`` as a subprocess so MediaPipe's numpy<2 stays apart.
+"""
+import argparse
+import json
+import statistics
+import time
+
+import mediapipe as mp
+import numpy as np
+from PIL import Image
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("images", nargs="+")
+    ap.add_argument("--model", type=int, default=0, help="model_selection: 0 short range, 1 full range sparse")
+    ap.add_argument("--repeat", type=int, default=200)
+    ap.add_argument("--warmup", type=int, default=20)
+    args = ap.parse_args()
+    arrays = [np.asarray(Image.open(p).convert("RGB")) for p in args.images]
+    out = {"mediapipe_version": mp.__version__, "cases": []}
+    with mp.solutions.face_detection.FaceDetection(model_selection=args.model, min_detection_confidence=0.5) as det:
+        for path, rgb in zip(args.images, arrays):
+            for _ in range(args.warmup):
+                det.process(rgb)
+            times = []
+            for _ in range(args.repeat):
+                t = time.perf_counter()
+                res = det.process(rgb)
+                times.append(time.perf_counter() - t)
+            out["cases"].append({"image": path, "size_wh": [rgb.shape[1], rgb.shape[0]],
+                                 "median_ms": statistics.median(times) * 1e3,
+                                 "faces": len(res.detections or [])})
+        # Throughput over a list (MediaPipe has no batch API: one image at a time).
+        t = time.perf_counter()
+        n = 0
+        for _ in range(max(1, args.repeat // len(arrays))):
+            for rgb in arrays:
+                det.process(rgb)
+                n += 1
+        out["images_per_s"] = n / (time.perf_counter() - t)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
