@@ -78,3 +78,17 @@ def test_letterbox_hand_checked():
     assert np.allclose(t[0], expected_red, atol=1e-6)
     assert np.allclose(t[1], np.array([[0, 128], [0, 128]]) * (2 / 255) - 1, atol=1e-6)
     assert np.allclose(t[2], -1.0)
+
+
+@pytest.mark.parametrize("model", ["short_range", "full_range_sparse"])
+def test_fp16_tolerance_documented_in_readme(model):
+    """The README's fp16 figures (scores within 5e-3, regressors within 0.5 input pixels), with fp16 arithmetic."""
+    net = create_model(model)
+    s = net.input_size
+    images = [read_image(EXAMPLES / n) for n in ["astronaut.png", "grace_hopper.jpg", "camera.png"]]
+    x = torch.from_numpy(np.stack([letterbox_numpy(i, s)[0] for i in images]))
+    with torch.inference_mode():
+        reg, logits = net(x)
+        reg16, logits16 = create_model(model).half()(x.half())
+    assert (torch.sigmoid(logits16.float()) - torch.sigmoid(logits)).abs().max() <= 5e-3
+    assert (reg16.float() - reg).abs().max() <= 0.5
