@@ -93,7 +93,7 @@ def crop_to_image(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 
 def warp_crops(image: np.ndarray | torch.Tensor, matrices: np.ndarray, size: int) -> np.ndarray:
     """Bilinear ``size × size`` crops of an ``[H, W, 3]`` image for each image→crop matrix (zeros outside)."""
-    img = torch.as_tensor(np.ascontiguousarray(image) if isinstance(image, np.ndarray) else image)
+    img = torch.from_numpy(np.array(image, copy=True)) if isinstance(image, np.ndarray) else torch.as_tensor(image)
     if img.ndim != 3:
         raise ValueError(f"expected an [H, W, C] image, got shape {tuple(img.shape)}")
     n = len(matrices)

@@ -1,4 +1,4 @@
-"""Command line: ``blazeface detect``, ``blazeface convert``, ``blazeface models``."""
+"""Command line: ``blazeface detect``, ``blazeface convert``, ``blazeface models``, ``blazeface video``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any, TextIO
 from . import __version__
 from .io import ImageLoadError, iter_image_files, read_image
 from .registry import get_config, list_models
+from .video.cli import add_detect_options, add_video_parser, detect_extras
 
 
 def _inputs(paths: Sequence[str]) -> Iterator[tuple[str, str | None]]:
@@ -86,6 +87,7 @@ def run_detect(args: argparse.Namespace, stdout: TextIO) -> int:
                         records[i] = _record(chunk[i][0], detector.model_name, img.shape[1], img.shape[0],
                                              error=f"{type(res).__name__}: {res}")
                         continue
+                    detect_extras(args, detector, res, img, chunk[i][0])
                     d = res.to_dict()
                     records[i] = _record(chunk[i][0], detector.model_name, d["width"], d["height"], d["faces"])
                     if annotate:
@@ -154,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     d.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_detect_options(d)
     d.set_defaults(func=run_detect)
 
     c = sub.add_parser("convert", help="convert a MediaPipe .tflite face detector to .safetensors")
@@ -165,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="list the registered models")
     m.set_defaults(func=run_models)
+    add_video_parser(sub)
     return parser
 
 
