@@ -6,13 +6,15 @@
 """
 
 from .detector import FrameResult, VideoDetector, track
-from .smoothing import DEFAULT_SMOOTHING, KalmanFilter, NoSmoothing, OneEuroFilter, make_smoother
+from .smoothing import (DEFAULT_PARAMS, DEFAULT_SMOOTHING, FaceSmoother, KalmanFilter, NoSmoothing, OneEuroFilter,
+                        make_face_smoother, make_smoother)
 from .sources import (ArraySource, Frame, ImageSequenceSource, OpenCVSource, Prefetcher, PyAVSource,
                       VideoDecodeError, VideoSource, open_source)
 from .tracking import FaceTracker, Track, linear_sum_assignment
 
 __all__ = [
-    "FrameResult", "VideoDetector", "track", "DEFAULT_SMOOTHING", "KalmanFilter", "NoSmoothing", "OneEuroFilter",
+    "FrameResult", "VideoDetector", "track", "DEFAULT_PARAMS", "DEFAULT_SMOOTHING", "FaceSmoother",
+    "make_face_smoother", "KalmanFilter", "NoSmoothing", "OneEuroFilter",
     "make_smoother", "ArraySource", "Frame", "ImageSequenceSource", "OpenCVSource", "Prefetcher", "PyAVSource",
     "VideoDecodeError", "VideoSource", "open_source", "FaceTracker", "Track", "linear_sum_assignment",
 ]

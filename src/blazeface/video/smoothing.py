@@ -141,13 +141,68 @@ class KalmanFilter:
         return x[:, 0].copy()
 
 
-def make_smoother(kind: SmoothingName | str | None = DEFAULT_SMOOTHING, **params: float) -> Smoother:
-    """A new smoother: ``"kalman"``, ``"one-euro"`` (or ``"oneeuro"``) or ``"none"``; ``params`` go to its constructor."""
-    name = (kind or "none").lower().replace("_", "-")
-    if name == "kalman":
-        return KalmanFilter(**params)
-    if name in ("one-euro", "oneeuro", "1euro"):
-        return OneEuroFilter(**params)
+class FaceSmoother:
+    """Smooths a face's ``[box (4), keypoints (12)]`` vector as a *position* (the mean of the keypoints) plus a
+    *shape* (every coordinate relative to that position), each with its own filter.
+
+    The six keypoints move together; their independent errors average out in the position, and the shape
+    (where each keypoint sits on the face, the box around it) changes far more slowly than the face moves,
+    so it takes much stronger smoothing without adding lag to the motion.
+    """
+
+    def __init__(self, position: Smoother, shape: Smoother) -> None:
+        self.position, self.shape = position, shape
+
+    def reset(self) -> None:
+        self.position.reset()
+        self.shape.reset()
+
+    def __call__(self, values: np.ndarray, t: float, scale: float) -> np.ndarray:
+        v = np.asarray(values, dtype=np.float64).reshape(-1)
+        anchor = v[4:].reshape(-1, 2).mean(0)
+        tiled = np.tile(anchor, len(v) // 2)
+        return self.shape(v - tiled, t, scale) + np.tile(self.position(anchor, t, scale), len(v) // 2)
+
+
+#: Default parameters per smoothing kind: ``(position, shape)`` (face units, seconds; tuned on the jitter
+#: benchmark's clips, see ``benchmarks/RESULTS.md``).
+DEFAULT_PARAMS: dict[str, tuple[dict[str, float], dict[str, float]]] = {
+    "kalman": ({"measurement_noise": 0.02, "acceleration_noise": 4.0}, {"min_cutoff": 0.3, "beta": 3.0}),
+    "one-euro": ({"min_cutoff": 1.0, "beta": 30.0}, {"min_cutoff": 0.3, "beta": 3.0}),
+}
+
+
+#: The filter used for the shape, per smoothing kind.
+SHAPE_FILTER: dict[str, str] = {"kalman": "one-euro", "one-euro": "one-euro"}
+
+
+def make_face_smoother(kind: SmoothingName | str | None = DEFAULT_SMOOTHING,
+                       position: dict[str, float] | None = None, shape: dict[str, float] | None = None
+                       ) -> Smoother:
+    """A :class:`FaceSmoother` of ``kind`` with the default parameters updated by ``position`` / ``shape``."""
+    name = _name(kind)
     if name == "none":
         return NoSmoothing()
+    pos_default, shape_default = DEFAULT_PARAMS[name]
+    shape_kind = SHAPE_FILTER.get(name, name)
+    return FaceSmoother(make_smoother(name, **{**pos_default, **(position or {})}),
+                        make_smoother(shape_kind, **{**shape_default, **(shape or {})}))
+
+
+def _name(kind: str | None) -> str:
+    name = (kind or "none").lower().replace("_", "-")
+    if name in ("oneeuro", "1euro", "one-euro"):
+        return "one-euro"
+    if name in ("kalman", "none"):
+        return name
     raise ValueError(f"unknown smoothing {kind!r}; use 'kalman', 'one-euro' or 'none'")
+
+
+def make_smoother(kind: SmoothingName | str | None = DEFAULT_SMOOTHING, **params: float) -> Smoother:
+    """A new smoother: ``"kalman"``, ``"one-euro"`` (or ``"oneeuro"``) or ``"none"``; ``params`` go to its constructor."""
+    name = _name(kind)
+    if name == "kalman":
+        return KalmanFilter(**params)
+    if name == "one-euro":
+        return OneEuroFilter(**params)
+    return NoSmoothing()

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..results import Detections
-from .smoothing import DEFAULT_SMOOTHING, KalmanFilter, Smoother, make_smoother
+from .smoothing import DEFAULT_SMOOTHING, KalmanFilter, Smoother, make_face_smoother
 
 
 def linear_sum_assignment(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -125,7 +125,8 @@ class FaceTracker:
     Args:
         smoothing: ``"kalman"`` (default), ``"one-euro"`` or ``"none"``, or a callable returning a new
             :class:`~blazeface.video.smoothing.Smoother` per track.
-        smoothing_params: keyword arguments for the smoother.
+        smoothing_params: ``{"position": {...}, "shape": {...}}``, parameters of the two filters of each
+            track's :class:`~blazeface.video.smoothing.FaceSmoother` (defaults in ``DEFAULT_PARAMS``).
         max_missed: frames a track may go unmatched (predicted forward) before it ends (patience).
         min_hits: matched frames before a track is reported (1: from its first frame).
         iou_threshold: least IoU with the predicted box for a match (unless the keypoints are close).
@@ -133,7 +134,8 @@ class FaceTracker:
         motion_params: ``measurement_noise`` / ``acceleration_noise`` of the motion model (face units).
     """
 
-    def __init__(self, smoothing: str | Any = DEFAULT_SMOOTHING, smoothing_params: dict[str, float] | None = None,
+    def __init__(self, smoothing: str | Any = DEFAULT_SMOOTHING,
+                 smoothing_params: dict[str, dict[str, float]] | None = None,
                  max_missed: int = 15, min_hits: int = 1, iou_threshold: float = 0.1,
                  keypoint_threshold: float = 0.6, motion_params: dict[str, float] | None = None) -> None:
         if max_missed < 0 or min_hits < 1:
@@ -141,8 +143,12 @@ class FaceTracker:
         if callable(smoothing) and not isinstance(smoothing, str):
             self._new_smoother = smoothing
         else:
-            make_smoother(smoothing, **(smoothing_params or {}))  # validate now
-            self._new_smoother = lambda: make_smoother(smoothing, **(smoothing_params or {}))
+            sp = dict(smoothing_params or {})
+            unknown = set(sp) - {"position", "shape"}
+            if unknown:
+                raise ValueError(f"smoothing_params takes 'position' and 'shape', got {sorted(unknown)}")
+            make_face_smoother(smoothing, sp.get("position"), sp.get("shape"))  # validate now
+            self._new_smoother = lambda: make_face_smoother(smoothing, sp.get("position"), sp.get("shape"))
         self.max_missed, self.min_hits = int(max_missed), int(min_hits)
         self.iou_threshold, self.keypoint_threshold = float(iou_threshold), float(keypoint_threshold)
         self.motion_params = {"measurement_noise": 0.02, "acceleration_noise": 8.0, **(motion_params or {})}
