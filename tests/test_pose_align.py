@@ -22,8 +22,13 @@ cv2 = pytest.importorskip("cv2")
 
 
 @pytest.fixture(scope="module")
-def detector() -> FaceDetector:
-    return FaceDetector("short_range", device="cpu")
+def detector():
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # batches of one on a shared 2-core machine: one thread is several times faster
+    yield FaceDetector("short_range", device="cpu")
+    torch.set_num_threads(threads)
 
 
 def test_known_poses_are_recovered_from_projections() -> None:

@@ -167,7 +167,7 @@ class FaceSmoother:
 #: Default parameters per smoothing kind: ``(position, shape)`` (face units, seconds; tuned on the jitter
 #: benchmark's clips, see ``benchmarks/RESULTS.md``).
 DEFAULT_PARAMS: dict[str, tuple[dict[str, float], dict[str, float]]] = {
-    "kalman": ({"measurement_noise": 0.02, "acceleration_noise": 4.0}, {"min_cutoff": 0.3, "beta": 3.0}),
+    "kalman": ({"measurement_noise": 0.02, "acceleration_noise": 4.0}, {"min_cutoff": 0.2, "beta": 2.0}),
     "one-euro": ({"min_cutoff": 1.0, "beta": 30.0}, {"min_cutoff": 0.3, "beta": 3.0}),
 }
 
