@@ -94,10 +94,12 @@ def segment_offset(raw_kp: np.ndarray, at, frames: np.ndarray) -> np.ndarray:
     return np.nanmean(raw_kp[frames] - at(frames)[:, None], axis=0)
 
 
-def metrics(kps: np.ndarray, offset: np.ndarray, at, frames: np.ndarray, iod: float) -> dict:
+def metrics(kps: np.ndarray, offset: np.ndarray, at, frames: np.ndarray, iod: float, lag: bool = True) -> dict:
     truth = at(frames)[:, None] + offset
     err = np.linalg.norm(kps[frames] - truth, axis=-1)
     jitter = 100.0 * float(np.sqrt(np.nanmean(err ** 2))) / iod
+    if not lag:  # a still face has no lag to measure
+        return {"jitter_pct_iod": round(jitter, 2)}
     taus = np.arange(-4.0, 4.0001, 0.05)
     cost = [np.nanmean(np.sum((kps[frames] - (at(frames - tau)[:, None] + offset)) ** 2, -1)) for tau in taus]
     return {"jitter_pct_iod": round(jitter, 2), "lag_frames": round(float(taus[int(np.argmin(cost))]), 2)}
@@ -135,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("none", "one-euro", "kalman"):
             kps, ids = run_smoother(raw, name, params.get(name))
             clip["methods"][name] = {
-                "still": metrics(kps, offset[still[0]], at, still, iod),
+                "still": metrics(kps, offset[still[0]], at, still, iod, lag=False),
                 "moving": metrics(kps, offset[moving[0]], at, moving, iod),
                 "track_ids": sorted({i for i in ids if i is not None}),
             }
