@@ -1,4 +1,4 @@
-"""Command line: ``blazeface detect``, ``blazeface convert``, ``blazeface models``."""
+"""Command line: ``blazeface detect``, ``blazeface convert``, ``blazeface models``, ``blazeface video``."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__
-from .io import ImageLoadError, iter_image_files
+from .io import ImageLoadError, iter_image_files, read_image
 from .registry import get_config, list_models
+from .video.cli import add_detect_options, add_video_parser, detect_extras
 
 
 def _inputs(paths: Sequence[str]) -> Iterator[tuple[str, str | None]]:
@@ -62,6 +63,7 @@ def run_detect(args: argparse.Namespace, stdout: TextIO) -> int:
     bar = tqdm(total=len(inputs), unit="img", desc=f"detect ({detector.model_name})", file=sys.stderr,
                disable=args.quiet or None)
     listing_errors = {path: error for path, error in inputs if error is not None}
+    needs_image = bool(getattr(args, "pose", False) or getattr(args, "crops", None))
     try:
         stream = detector.stream([p for p, e in inputs if e is None], workers=args.workers)
         results = iter(stream)
@@ -75,6 +77,8 @@ def run_detect(args: argparse.Namespace, stdout: TextIO) -> int:
             if error is not None:
                 record = _record(path, detector.model_name, error=error)
             else:
+                if needs_image:  # pose and crops need the pixels again (the stream does not keep them)
+                    detect_extras(args, detector, result, read_image(path), path)
                 d = result.to_dict()
                 record = _record(path, detector.model_name, d["width"], d["height"], d["faces"])
                 if annotate:
@@ -144,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="inference backend (default: auto = ONNX Runtime on the CPU when installed)")
     d.add_argument("--workers", type=int, default=None, help="image decoding threads (default: up to 4)")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_detect_options(d)
     d.set_defaults(func=run_detect)
 
     c = sub.add_parser("convert", help="convert a MediaPipe .tflite face detector to .safetensors")
@@ -155,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="list the registered models")
     m.set_defaults(func=run_models)
+    add_video_parser(sub)
     return parser
 
 

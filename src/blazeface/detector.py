@@ -151,6 +151,12 @@ class FaceDetector:
 
     detect = __call__
 
+    def track(self, source: Any, **kwargs: Any) -> Any:
+        """Faces with stable track ids, smoothed, per frame of a video: see :class:`blazeface.video.VideoDetector`."""
+        from .video import VideoDetector
+
+        return VideoDetector(self, **kwargs)(source)
+
     def detect_batch(self, images: Sequence[Any], *, bgr: bool = False) -> list[Detections]:
         """Detect faces in a list of images of any sizes (run ``batch_size`` at a time)."""
         results: list[Detections] = []
