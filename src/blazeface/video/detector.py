@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..results import Detections
 from .smoothing import DEFAULT_SMOOTHING
@@ -128,9 +127,7 @@ class VideoDetector:
     def _process(self, frames: list[Frame]) -> Iterator[FrameResult]:
         if not frames:
             return
-        det = self.detector
-        tensors = [torch.from_numpy(f.image).to(det.device) for f in frames]
-        raws = det.detect_tensors(tensors)
+        raws = self.detector.detect_tensors([f.image for f in frames])  # numpy fast path on the CPU
         assert self.tracker is not None
         for frame, raw in zip(frames, raws):
             faces = self.tracker.update(raw, frame.time)
