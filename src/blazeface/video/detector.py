@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from ..ops.boxes import box_iou
+from ..preprocess import Letterbox
 from ..results import Detections
 from .smoothing import DEFAULT_SMOOTHING
 from .sources import Frame, Prefetcher, VideoDecodeError, VideoSource, open_source
@@ -58,6 +60,14 @@ class VideoDetector:
         batch_size: frames per forward pass for files (live sources run one frame at a time).
         prefetch: frames decoded ahead on the background thread.
         keep_images: attach each RGB frame to its :class:`FrameResult` (needed to draw or crop).
+        roi_tracking: detect each tracked face again in a square around its predicted position (side
+            ``roi_scale`` × the face, moved only when the prediction leaves a dead band of ``roi_deadband`` × the
+            side), as MediaPipe's trackers crop around the previous result: the face then sits at the same place
+            among the network's anchors from frame to frame, which removes most of the slowly varying
+            keypoint error that smoothing alone cannot remove without lag. The whole frame is searched as well
+            every ``full_every`` frames (default 1: every frame, so new faces show up at once) and whenever a
+            tracked face is lost. Frames then run one at a time (each depends on the last); ``False`` detects
+            whole frames only, in batches.
         tracker_params: more :class:`~blazeface.video.tracking.FaceTracker` arguments.
 
     >>> for r in VideoDetector("short_range")("clip.mp4"):
@@ -67,7 +77,8 @@ class VideoDetector:
     def __init__(self, detector: Any = "short_range", smoothing: str = DEFAULT_SMOOTHING,
                  smoothing_params: dict[str, float] | None = None, max_missed: int = 15, min_hits: int = 1,
                  pose: bool = False, camera_matrix: np.ndarray | None = None, batch_size: int = 8,
-                 prefetch: int = 16, keep_images: bool = True, **tracker_params: Any) -> None:
+                 prefetch: int = 16, keep_images: bool = True, roi_tracking: bool = True, roi_scale: float = 2.0,
+                 roi_deadband: float = 0.03, full_every: int = 1, **tracker_params: Any) -> None:
         if isinstance(detector, str):
             from ..detector import FaceDetector
 
@@ -81,6 +92,13 @@ class VideoDetector:
         self.batch_size = max(1, int(batch_size))
         self.prefetch = max(1, int(prefetch))
         self.keep_images = keep_images
+        self.roi_tracking = roi_tracking
+        self.roi_scale = float(roi_scale)
+        self.roi_deadband = float(roi_deadband)
+        self.full_every = max(1, int(full_every))
+        self._rois: dict[int, Letterbox] = {}
+        self._centers: dict[int, np.ndarray] = {}
+        self._since_full = 0
         self.tracker: FaceTracker | None = None
         self.source: VideoSource | None = None
 
@@ -96,7 +114,8 @@ class VideoDetector:
         src = open_source(source, fps=fps)
         self.source = src
         self.tracker = FaceTracker(**self.tracker_args)
-        batch = 1 if src.live else self.batch_size
+        self._rois, self._centers, self._since_full = {}, {}, 0
+        batch = 1 if src.live or self.roi_tracking else self.batch_size
         return self._run(src, batch)
 
     def _run(self, src: VideoSource, batch: int) -> Iterator[FrameResult]:
@@ -127,7 +146,10 @@ class VideoDetector:
     def _process(self, frames: list[Frame]) -> Iterator[FrameResult]:
         if not frames:
             return
-        raws = self.detector.detect_tensors([f.image for f in frames])  # numpy fast path on the CPU
+        if self.roi_tracking:
+            raws = [self._detect_tracked(f) for f in frames]
+        else:
+            raws = self.detector.detect_tensors([f.image for f in frames])  # numpy fast path on the CPU
         assert self.tracker is not None
         for frame, raw in zip(frames, raws):
             faces = self.tracker.update(raw, frame.time)
@@ -136,6 +158,61 @@ class VideoDetector:
 
                 add_pose(faces, self.camera_matrix)
             yield FrameResult(frame.index, frame.time, faces, raw, frame.image if self.keep_images else None)
+
+    def _roi(self, track: Any, width: int, height: int) -> Letterbox:
+        """The square to search for ``track`` in the next frame: around its smoothed box moved on by the box's
+        last per-frame motion, and kept as long as that stays inside the dead band."""
+        box = track.box
+        center = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
+        previous = self._centers.get(track.track_id)
+        self._centers[track.track_id] = center
+        cx, cy = center + (center - previous if previous is not None else 0.0)
+        side = max(box[2] - box[0], box[3] - box[1], 1.0) * self.roi_scale
+        old = self._rois.get(track.track_id)
+        if old is not None:
+            ox, oy = old.x0 + old.side / 2, old.y0 + old.side / 2
+            if (max(abs(cx - ox), abs(cy - oy)) <= self.roi_deadband * old.side
+                    and abs(side / old.side - 1) <= 0.1):
+                return old
+        roi = Letterbox(width, height, self.detector.input_size, cx - side / 2, cy - side / 2, side)
+        self._rois[track.track_id] = roi
+        return roi
+
+    def _detect_tracked(self, frame: Frame) -> Detections:
+        """One frame's detections: each live track searched in its own square, the whole frame when due."""
+        assert self.tracker is not None
+        image = frame.image
+        height, width = image.shape[:2]
+        tracks = [tr for tr in self.tracker.tracks if tr.missed == 0]
+        live = {tr.track_id for tr in tracks}
+        self._rois = {k: v for k, v in self._rois.items() if k in live}
+        self._centers = {k: v for k, v in self._centers.items() if k in live}
+        regions = [self._roi(tr, width, height) for tr in tracks]
+        full = not tracks or self._since_full + 1 >= self.full_every
+        results = self.detector.detect_tensors([image] * len(regions), regions=regions) if regions else []
+        found = [r[:1] for r in results if len(r)]  # the tracked face: the best detection in its square
+        if len(found) < len(regions):
+            full = True  # a tracked face was lost: search the whole frame
+        if full:
+            self._since_full = 0
+            whole = self.detector.detect_tensors([image])[0]
+            if found:
+                tracked = np.concatenate([f.boxes for f in found])
+                overlap = box_iou(whole.boxes, tracked).max(axis=1) > 0.3 if len(whole) else np.zeros(0, bool)
+                whole = whole[np.flatnonzero(~overlap)]
+            found.append(whole)
+        else:
+            self._since_full += 1
+        if not found:
+            return Detections.empty((width, height), self.detector.model_name)
+        merged = Detections(np.concatenate([f.boxes for f in found]), np.concatenate([f.scores for f in found]),
+                            np.concatenate([f.keypoints for f in found]), (width, height), self.detector.model_name)
+        order = np.argsort(-merged.scores, kind="stable")  # two squares may hold the same face: keep it once
+        keep: list[int] = []
+        for i in order:
+            if not keep or box_iou(merged.boxes[i:i + 1], merged.boxes[keep]).max() <= 0.5:
+                keep.append(int(i))
+        return merged[sorted(keep)]
 
 
 def track(source: Any, detector: Any = "short_range", **kwargs: Any) -> Iterator[FrameResult]:
