@@ -30,7 +30,10 @@ def add_video_parser(sub: Any) -> argparse.ArgumentParser:
     v.add_argument("--max-missed", type=int, default=15, help="frames a track survives without detection (default: 15)")
     v.add_argument("--fps", type=float, help="frame rate for image sequences (default: 30)")
     v.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
-    v.add_argument("--batch-size", type=int, default=8, help="frames per forward pass (default: 8)")
+    v.add_argument("--batch-size", type=int, default=8,
+                   help="frames per forward pass with --no-roi-tracking (default: 8)")
+    v.add_argument("--no-roi-tracking", dest="roi_tracking", action="store_false",
+                   help="detect whole frames only, in batches (faster; more keypoint jitter)")
     v.add_argument("--max-frames", type=int, help="stop after this many frames")
     v.add_argument("--quiet", action="store_true", help="no progress bar")
     v.set_defaults(func=run_video)
@@ -84,7 +87,8 @@ def run_video(args: argparse.Namespace, stdout: TextIO) -> int:
         return 2
     detector = FaceDetector(args.model, device=args.device, min_score=args.min_score, weights=args.weights)
     video = VideoDetector(detector, smoothing=args.smooth, max_missed=args.max_missed, pose=args.pose,
-                          batch_size=args.batch_size, keep_images=bool(args.out or args.crops))
+                          batch_size=args.batch_size, keep_images=bool(args.out or args.crops),
+                          roi_tracking=args.roi_tracking)
     try:
         results = video(source, fps=args.fps)
     except (VideoDecodeError, OSError, ImportError, ValueError) as exc:
