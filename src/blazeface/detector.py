@@ -20,6 +20,7 @@ from .ops.nms import NMSMode, non_max_suppression
 from .preprocess import Letterbox, letterbox_batch
 from .registry import create_model, get_config
 from .results import Detections
+from .tiling import TileConfig, TilingArg, detect_tiled, resolve_tiling
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -66,7 +67,9 @@ class FaceDetector:
         weights: a ``.safetensors`` file to load instead of the shipped weights.
         nms: ``"weighted"`` (MediaPipe's blending) or ``"hard"``.
         max_faces: keep at most this many faces per image.
-        batch_size: images per forward pass when called on a list.
+        batch_size: images per forward pass when called on a list (tiles per forward pass when tiling).
+        tiling: ``"off"`` (default: one letterbox per image, as MediaPipe), ``"auto"`` or a
+            :class:`~blazeface.tiling.TileConfig`: multi-scale overlapping tiles for small faces in large images.
 
     Call it on one image (path, PIL image, ``[H, W, C]`` array, ``[C, H, W]`` tensor) to get one
     :class:`Detections`, or on a list / ``[B, C, H, W]`` tensor / ``[B, H, W, C]`` array to get a list.
@@ -82,6 +85,7 @@ class FaceDetector:
         nms: NMSMode = "weighted",
         max_faces: int | None = None,
         batch_size: int = 64,
+        tiling: TilingArg = "off",
     ) -> None:
         self.config: ModelConfig = get_config(model)
         self.device = resolve_device(device)
@@ -98,6 +102,7 @@ class FaceDetector:
         self.max_faces = max_faces
         self.batch_size = int(batch_size)
         self.anchors = generate_anchors(self.config.anchors).to(self.device)
+        self.tiling: TileConfig | None = resolve_tiling(tiling)
 
     @property
     def model_name(self) -> str:
@@ -156,6 +161,8 @@ class FaceDetector:
         """
         if not images:
             return []
+        if regions is None and self.tiling is not None:
+            return [detect_tiled(self, img, paths[i] if paths else None, self.tiling) for i, img in enumerate(images)]
         batch, boxes = letterbox_batch(images, self.input_size, regions)
         regressors, logits = self.forward(batch)
         return self.postprocess(regressors, logits, boxes, paths)
