@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__
+from .eval.cli import add_eval_parser
 from .io import ImageLoadError, iter_image_files, read_image
 from .registry import get_config, list_models
 
@@ -47,7 +48,7 @@ def run_detect(args: argparse.Namespace, stdout: TextIO) -> int:
     from .detector import FaceDetector
 
     detector = FaceDetector(args.model, device=args.device, min_score=args.min_score, weights=args.weights,
-                            batch_size=args.batch_size)
+                            batch_size=args.batch_size, tiling=args.tile)
     inputs = list(_inputs(args.paths))
     if not inputs:
         print("blazeface detect: no inputs", file=sys.stderr)
@@ -154,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     d.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
+    d.add_argument("--tile", nargs="?", const="auto", choices=["auto", "off"], default="off",
+                   help="multi-scale tiled inference for small faces in large images (default: off)")
     d.set_defaults(func=run_detect)
 
     c = sub.add_parser("convert", help="convert a MediaPipe .tflite face detector to .safetensors")
@@ -165,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="list the registered models")
     m.set_defaults(func=run_models)
+    add_eval_parser(sub)
     return parser
 
 
