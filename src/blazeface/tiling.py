@@ -216,6 +216,8 @@ def detect_tiled(detector: "FaceDetector", image: torch.Tensor, path: str | None
     config = config or TileConfig()
     height, width = int(image.shape[0]), int(image.shape[1])
     tiles = plan_tiles(width, height, detector.input_size, detector.model_name, config)
+    if len(tiles) == 1:  # nothing to tile: exactly the plain pipeline on that one region
+        return detector.detect_tensors([image], [path], [tiles[0].region])[0]
     boxes_out, scores_out, kps_out = [], [], []
     for start in range(0, len(tiles), detector.batch_size):
         chunk = tiles[start:start + detector.batch_size]
