@@ -39,6 +39,9 @@ def add_eval_parser(sub: Any) -> None:
     e.add_argument("--limit", type=int, help="only the first N images (sorted by name)")
     e.add_argument("--toolbox-iou", action="store_true",
                    help="the official toolbox's +1-pixel IoU (default: continuous boxes)")
+    e.add_argument("--box-style", choices=["blazeface", "wider"], default="blazeface",
+                   help="'wider': reshape boxes to WIDER FACE's annotation style before matching (see "
+                        "blazeface.eval.data.WIDER_BOX_STYLE); default: the boxes as detected")
     e.add_argument("--exact-curve", action="store_true",
                    help="a cut-off at every distinct score instead of the toolbox's 1000")
     e.add_argument("--json", dest="json_out", help="write the results (AP, counts, PR curves) as JSON here")
@@ -87,7 +90,7 @@ def _run_fddb(args: argparse.Namespace, stdout: TextIO) -> int:
 
 
 def run_eval(args: argparse.Namespace, stdout: TextIO) -> int:
-    from .data import read_detections, read_ground_truth
+    from .data import read_detections, read_ground_truth, to_wider_style
     from .protocol import evaluate
     from .report import format_table, plot_pr, write_json
 
@@ -117,6 +120,9 @@ def run_eval(args: argparse.Namespace, stdout: TextIO) -> int:
             with open(args.save_detections, "w", encoding="utf-8") as f:
                 for rec in run.records:
                     f.write(json.dumps(rec) + "\n")
+    if args.box_style == "wider":
+        dets = to_wider_style(dets)
+        name += " [WIDER-style boxes]"
     result = evaluate(gt, dets, thresholds=None if args.exact_curve else 1000,
                       pixel_offset=1.0 if args.toolbox_iou else 0.0)
     print(format_table({name: result}, extra), file=stdout)

@@ -34,10 +34,13 @@ class RunResult:
 
 
 def run_detector(detector, gt: GroundTruth, keys: list[str] | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> RunResult:
-    """Detect faces in every image of ``gt`` one image at a time (as a user would call it), timing each call."""
+                 progress: Callable[[int, int], None] | None = None, warmup: bool = True) -> RunResult:
+    """Detect faces in every image of ``gt`` one image at a time (as a user would call it), timing each call
+    (after one untimed warm-up call on the first image)."""
     keys = list(gt.images) if keys is None else keys
     out = RunResult({})
+    if warmup and keys:
+        detector.detect_tensors([torch.from_numpy(read_image(gt.image_path(keys[0])).copy()).to(detector.device)])
     sizes = {}
     for i, key in enumerate(keys):
         img = torch.from_numpy(read_image(gt.image_path(key)).copy()).to(detector.device)
