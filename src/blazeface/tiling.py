@@ -239,13 +239,12 @@ def detect_tiled(detector: "FaceDetector", image: torch.Tensor, path: str | None
             boxes_out.append(region.to_image(sup.boxes[whole].reshape(-1, 2, 2)).reshape(-1, 4))
             kps_out.append(region.to_image(sup.keypoints[whole]))
             scores_out.append(sup.scores[whole])
-    if scores_out:
-        merged = non_max_suppression(torch.cat(boxes_out), torch.cat(scores_out), torch.cat(kps_out),
-                                     detector.min_suppression, detector.nms, detector.max_faces)
-        return Detections(merged.boxes.cpu().numpy(), merged.scores.cpu().numpy(), merged.keypoints.cpu().numpy(),
-                          (width, height), detector.model_name, path,
-                          extras={}) if len(merged.scores) else Detections.empty((width, height), detector.model_name, path)
-    return Detections.empty((width, height), detector.model_name, path)
+    if not scores_out:
+        return Detections.empty((width, height), detector.model_name, path)
+    merged = non_max_suppression(torch.cat(boxes_out), torch.cat(scores_out), torch.cat(kps_out),
+                                 detector.min_suppression, detector.nms, detector.max_faces)
+    return Detections(merged.boxes.cpu().numpy(), merged.scores.cpu().numpy(), merged.keypoints.cpu().numpy(),
+                      (width, height), detector.model_name, path)
 
 
 def tiles_per_megapixel(width: int, height: int, size: int, model: str, config: TileConfig | None = None) -> float:
