@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__
+from .eval.cli import add_eval_parser
 from .io import ImageLoadError, iter_image_files, read_image
 from .registry import get_config, list_models
 from .video.cli import add_detect_options, add_video_parser, detect_extras
@@ -47,7 +48,7 @@ def run_detect(args: argparse.Namespace, stdout: TextIO) -> int:
     from .detector import FaceDetector
 
     detector = FaceDetector(args.model, device=args.device, min_score=args.min_score, weights=args.weights,
-                            batch_size=args.batch_size, backend=args.backend)
+                            batch_size=args.batch_size, backend=args.backend, tiling=args.tile)
     inputs = list(_inputs(args.paths))
     if not inputs:
         print("blazeface detect: no inputs", file=sys.stderr)
@@ -149,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--workers", type=int, default=None, help="image decoding threads (default: up to 4)")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     add_detect_options(d)
+    d.add_argument("--tile", nargs="?", const="auto", choices=["auto", "off"], default="off",
+                   help="multi-scale tiled inference for small faces in large images (default: off)")
     d.set_defaults(func=run_detect)
 
     c = sub.add_parser("convert", help="convert a MediaPipe .tflite face detector to .safetensors")
@@ -161,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", help="list the registered models")
     m.set_defaults(func=run_models)
     add_video_parser(sub)
+    add_eval_parser(sub)
     return parser
 
 

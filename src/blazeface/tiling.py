@@ -1,0 +1,220 @@
+"""Multi-scale tiled inference: small faces in large images.
+
+BlazeFace sees a face well only within a band of sizes relative to its input square: short range from about
+15% to 80% of the input side, full range and back from about 6–7% to 60% (measured on the faces of WIDER
+FACE val, see ``MODEL_FACE_RANGE``). A 30-pixel face in a 1024-pixel photo is 3% of the letterbox: too small
+for every model. Tiling looks at the image through an image pyramid of overlapping square tiles:
+
+* **Level 0** is the whole image, letterboxed exactly as without tiling (faces of at least ``lo × longer side``).
+* Each further level uses tiles ``level_ratio`` times smaller (so the face-size bands of consecutive levels
+  overlap), down to the tile side at which ``min_face`` fills the model's smallest size ``lo``.
+* Neighbouring tiles of a level overlap by the largest face that level is responsible for (the smallest face of
+  the level above, ``lo × T_above``), so every face of the level lies whole in at least one tile.
+* A detection that touches an *interior* tile border (one that is not the image's edge) is a face cut by the
+  tile: it is dropped, because the neighbouring tile (or the coarser level) sees the whole face. Faces cut by
+  the image's own edge are kept.
+* All tiles of all levels run as batches through the network (each tile is a :class:`~blazeface.preprocess.Letterbox`
+  region, resampled as MediaPipe resamples); each tile is suppressed with weighted NMS as usual, then the
+  survivors of every tile and level are merged by one more weighted NMS (MediaPipe's blending) in image pixels.
+
+Cost grows with the image area over the smallest tile's area; ``max_tiles`` caps it by raising ``min_face``.
+:func:`plan_tiles` tells the tiles without running anything.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Union
+
+import numpy as np
+import torch
+
+from .ops.nms import non_max_suppression
+from .preprocess import Letterbox
+from .results import Detections
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .detector import FaceDetector
+
+# (lo, hi): face size (longer side of the WIDER box) as a fraction of the tile side that each model detects well.
+# Measured: for 120 random medium faces of wider_val_dev, a tile centred on the face at 12 relative sizes
+# (0.04 … 0.8); the band is where the hit rate (IoU ≥ 0.5, score ≥ 0.3) is within ~80% of the model's best.
+MODEL_FACE_RANGE: dict[str, tuple[float, float]] = {
+    "short_range": (0.16, 0.8),
+    "front_2019": (0.16, 0.8),
+    "paper": (0.16, 0.8),
+    "back": (0.06, 0.6),
+    "full_range": (0.07, 0.6),
+    "full_range_sparse": (0.07, 0.6),
+}
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """How to tile (all fields optional; the defaults adapt to the image and the model).
+
+    Attributes:
+        min_face: smallest face (pixels, longer side) to look for; ``None``: ``min_face_fraction`` of the image's
+            longer side, but at least ``min_face_pixels``.
+        min_face_fraction: see ``min_face`` (0.025: 25 px in a 1000-px image).
+        min_face_pixels: see ``min_face``.
+        face_range: ``(lo, hi)`` face sizes the model sees, as fractions of the tile side; ``None``: the model's
+            (:data:`MODEL_FACE_RANGE`).
+        level_ratio: tile side ratio between consecutive levels; ``None``: ``hi / lo / 2`` (bands overlap ×2),
+            at least 1.5.
+        max_tiles: at most this many tiles per image (``min_face`` grows until the plan fits).
+        border_margin: a detection within this fraction of its own size of an interior tile border counts as cut.
+        whole_image: include level 0, the plain letterboxed image.
+        max_candidates: per tile, only the best-scoring candidates above the threshold enter NMS (bounds the
+            cost at low evaluation thresholds such as 0.05; irrelevant at serving thresholds).
+    """
+
+    min_face: float | None = None
+    min_face_fraction: float = 0.025
+    min_face_pixels: float = 16.0
+    face_range: tuple[float, float] | None = None
+    level_ratio: float | None = None
+    max_tiles: int = 32
+    border_margin: float = 0.05
+    whole_image: bool = True
+    max_candidates: int = 100
+
+    def __post_init__(self) -> None:
+        if self.max_tiles < 1:
+            raise ValueError("max_tiles must be at least 1")
+        if self.face_range is not None and not 0 < self.face_range[0] < self.face_range[1] <= 1.5:
+            raise ValueError(f"face_range must be (lo, hi) with 0 < lo < hi, got {self.face_range}")
+        if self.level_ratio is not None and self.level_ratio <= 1:
+            raise ValueError("level_ratio must be above 1")
+
+
+TilingArg = Union[Literal["auto", "off"], TileConfig, None]
+
+
+def resolve_tiling(tiling: TilingArg) -> TileConfig | None:
+    """``"auto"`` → default :class:`TileConfig`; ``"off"`` / ``None`` → no tiling."""
+    if tiling is None or tiling == "off" or tiling is False:
+        return None
+    if tiling == "auto" or tiling is True:
+        return TileConfig()
+    if isinstance(tiling, TileConfig):
+        return tiling
+    raise ValueError(f"tiling must be 'auto', 'off' or a TileConfig, got {tiling!r}")
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: its square ``region`` and which of its four sides are interior borders (left, top, right, bottom)."""
+
+    region: Letterbox
+    level: int
+    interior: tuple[bool, bool, bool, bool]
+
+
+def _positions(length: int, side: float, overlap: float) -> list[float]:
+    """Start offsets of tiles of ``side`` covering ``[0, length]`` with at least ``overlap`` between neighbours."""
+    if side >= length:
+        return [(length - side) / 2.0]
+    stride = max(side - overlap, 1.0)
+    n = math.ceil((length - side) / stride) + 1
+    if n == 1:
+        return [0.0]
+    step = (length - side) / (n - 1)  # spread evenly: the overlap only grows
+    return [i * step for i in range(n)]
+
+
+def plan_tiles(width: int, height: int, size: int, model: str, config: TileConfig | None = None) -> list[Tile]:
+    """The tiles :func:`detect_tiled` runs for a ``width × height`` image and a model of input ``size``."""
+    config = config or TileConfig()
+    lo, hi = config.face_range or MODEL_FACE_RANGE.get(model, (0.1, 0.6))
+    ratio = max(config.level_ratio or hi / lo / 2.0, 1.5)
+    longer = max(width, height)
+    min_face = config.min_face if config.min_face is not None else max(config.min_face_fraction * longer,
+                                                                       config.min_face_pixels)
+    while True:
+        tiles = _plan(width, height, size, lo, ratio, min_face, config.whole_image)
+        if len(tiles) <= config.max_tiles:
+            return tiles
+        min_face *= 1.1
+
+
+def _plan(width: int, height: int, size: int, lo: float, ratio: float, min_face: float, whole: bool) -> list[Tile]:
+    tiles: list[Tile] = []
+    if whole:
+        tiles.append(Tile(Letterbox.centered(width, height, size), 0, (False,) * 4))
+    side_above = float(max(width, height))
+    level = 1
+    while lo * side_above > min_face * 1.0001:
+        side = max(side_above / ratio, min_face / lo)
+        overlap = min(lo * side_above * 1.1, side * 0.5)
+        xs = _positions(width, side, overlap)
+        ys = _positions(height, side, overlap)
+        for y0 in ys:
+            for x0 in xs:
+                interior = (x0 > 0.5, y0 > 0.5, x0 + side < width - 0.5, y0 + side < height - 0.5)
+                tiles.append(Tile(Letterbox(width, height, size, x0, y0, side), level, interior))
+        side_above = side
+        level += 1
+    if not tiles:  # whole_image=False and nothing to tile: the letterbox anyway
+        tiles.append(Tile(Letterbox.centered(width, height, size), 0, (False,) * 4))
+    return tiles
+
+
+def _cut_by_border(boxes: torch.Tensor, tile: Tile, margin: float) -> torch.Tensor:
+    """``bool[K]``: detections (normalized to the tile) that touch one of its interior borders."""
+    if not any(tile.interior):
+        return torch.zeros(len(boxes), dtype=torch.bool, device=boxes.device)
+    size = torch.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]).clamp(min=0)
+    m = margin * size + 1.0 / tile.region.size  # at least one input pixel
+    left, top, right, bottom = tile.interior
+    cut = torch.zeros(len(boxes), dtype=torch.bool, device=boxes.device)
+    if left:
+        cut |= boxes[:, 0] < m
+    if top:
+        cut |= boxes[:, 1] < m
+    if right:
+        cut |= boxes[:, 2] > 1 - m
+    if bottom:
+        cut |= boxes[:, 3] > 1 - m
+    return cut
+
+
+def detect_tiled(detector: "FaceDetector", image: "np.ndarray | torch.Tensor", path: str | None = None,
+                 config: TileConfig | None = None) -> Detections:
+    """Detect faces in one RGB ``[H, W, 3]`` image (a ``uint8`` array, or a tensor on the detector's device)
+    with multi-scale tiles; the tiles are resampled by ``detector.preprocess`` exactly as the letterbox is."""
+    config = config or TileConfig()
+    height, width = int(image.shape[0]), int(image.shape[1])
+    tiles = plan_tiles(width, height, detector.input_size, detector.model_name, config)
+    if len(tiles) == 1:  # nothing to tile: exactly the plain pipeline on that one region
+        return detector.detect_tensors([image], [path], [tiles[0].region])[0]
+    boxes_out, scores_out, kps_out = [], [], []
+    for start in range(0, len(tiles), detector.batch_size):
+        chunk = tiles[start:start + detector.batch_size]
+        regions = [t.region for t in chunk]
+        batch, _ = detector.preprocess([image] * len(regions), regions)
+        scores, boxes, kps, keep = detector.decode(*detector.forward(batch))
+        for b, tile in enumerate(chunk):
+            k = torch.nonzero(keep[b]).squeeze(1)
+            if len(k) > config.max_candidates:
+                k = k[torch.topk(scores[b][k], config.max_candidates).indices]
+            sup = non_max_suppression(boxes[b][k], scores[b][k], kps[b][k], detector.min_suppression, detector.nms)
+            if len(sup.scores) == 0:
+                continue
+            whole = ~_cut_by_border(sup.boxes, tile, config.border_margin)
+            region = regions[b]
+            boxes_out.append(region.to_image(sup.boxes[whole].reshape(-1, 2, 2)).reshape(-1, 4))
+            kps_out.append(region.to_image(sup.keypoints[whole]))
+            scores_out.append(sup.scores[whole])
+    if not scores_out:
+        return Detections.empty((width, height), detector.model_name, path)
+    merged = non_max_suppression(torch.cat(boxes_out), torch.cat(scores_out), torch.cat(kps_out),
+                                 detector.min_suppression, detector.nms, detector.max_faces)
+    return Detections(merged.boxes.cpu().numpy(), merged.scores.cpu().numpy(), merged.keypoints.cpu().numpy(),
+                      (width, height), detector.model_name, path)
+
+
+def tiles_per_megapixel(width: int, height: int, size: int, model: str, config: TileConfig | None = None) -> float:
+    """How many tiles :func:`plan_tiles` uses per megapixel of a ``width × height`` image."""
+    return len(plan_tiles(width, height, size, model, config)) / (width * height / 1e6)

@@ -1,0 +1,146 @@
+"""Multi-scale tiling: the plan covers every face whole, tiles resample exactly like the letterbox, a face cut by
+a tile border is found once, and tiling="off" (the default) changes nothing."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from blazeface import FaceDetector
+from blazeface.ops import box_iou
+from blazeface.preprocess import Letterbox, letterbox_batch
+from blazeface.tiling import MODEL_FACE_RANGE, TileConfig, plan_tiles, resolve_tiling
+
+from .conftest import EXAMPLES
+
+
+def test_resolve_tiling_and_config_validation():
+    assert resolve_tiling("off") is None and resolve_tiling(None) is None
+    assert resolve_tiling("auto") == TileConfig()
+    cfg = TileConfig(min_face=20, max_tiles=8)
+    assert resolve_tiling(cfg) is cfg
+    with pytest.raises(ValueError):
+        resolve_tiling("sometimes")
+    with pytest.raises(ValueError):
+        TileConfig(face_range=(0.5, 0.1))
+    with pytest.raises(ValueError):
+        TileConfig(max_tiles=0)
+    with pytest.raises(Exception):
+        cfg.max_tiles = 3  # frozen
+
+
+@pytest.mark.parametrize("model,size", [("short_range", 128), ("full_range_sparse", 192), ("back", 256)])
+@pytest.mark.parametrize("wh", [(1024, 768), (768, 1024), (1024, 576), (4000, 3000)])
+def test_plan_covers_every_face_size_whole(model, size, wh):
+    """Every square face from min_face up to the image's size lies whole in some tile where its size is within
+    the model's band (lo..hi of the tile side): the plan leaves no face size or position uncovered."""
+    w, h = wh
+    cfg = TileConfig()
+    tiles = plan_tiles(w, h, size, model, cfg)
+    assert len(tiles) <= cfg.max_tiles
+    assert tiles[0].region == Letterbox.centered(w, h, size)
+    lo, hi = MODEL_FACE_RANGE[model]
+    # the smallest face: min_face, unless max_tiles raised it (short range at 1024 px)
+    min_face = max(cfg.min_face_fraction * max(w, h), cfg.min_face_pixels)
+    smallest = lo * min(t.region.side for t in tiles)
+    assert min_face * 0.999 <= smallest <= (min_face if model != "short_range" else 3 * min_face)
+    rng = np.random.default_rng(0)
+    for f in np.geomspace(smallest, min(w, h, hi * max(w, h)), 25):
+        for _ in range(30):
+            x, y = rng.uniform(0, w - f), rng.uniform(0, h - f)
+            ok = any(t.region.x0 - 1e-6 <= x and x + f <= t.region.x0 + t.region.side + 1e-6
+                     and t.region.y0 - 1e-6 <= y and y + f <= t.region.y0 + t.region.side + 1e-6
+                     and lo * 0.999 <= f / t.region.side <= hi for t in tiles)
+            assert ok, f"face {f:.0f}px at ({x:.0f}, {y:.0f}) in no tile of {model} {wh}"
+
+
+def test_small_image_needs_no_tiles():
+    assert len(plan_tiles(192, 192, 192, "full_range_sparse")) == 1
+    assert len(plan_tiles(640, 480, 192, "full_range_sparse", TileConfig(min_face=50))) == 1
+
+
+def test_tiles_resample_exactly_like_the_letterbox():
+    img = torch.from_numpy(np.asarray(Image.open(EXAMPLES / "grace_hopper.jpg").convert("RGB")).copy())
+    regions = [t.region for t in plan_tiles(512, 600, 128, "short_range", TileConfig(min_face=20, max_tiles=12))]
+    regions.append(Letterbox(512, 600, 128, -40.3, 555.5, 97.25))  # partly outside the image
+    assert len(regions) > 5
+    detector = FaceDetector("short_range", device="cpu")
+    fast, _ = detector.preprocess([img.numpy()] * len(regions), regions)  # the numpy path tiles take on the CPU
+    ref, _ = letterbox_batch([img] * len(regions), 128, regions)  # the torch path, one region at a time
+    assert torch.equal(fast, ref)
+
+
+def test_tiling_off_is_the_default_and_unchanged():
+    img = EXAMPLES / "grace_hopper.jpg"
+    a = FaceDetector("short_range", device="cpu")(img)
+    b = FaceDetector("short_range", device="cpu", tiling="off")(img)
+    assert np.array_equal(a.boxes, b.boxes) and np.array_equal(a.scores, b.scores)
+    # MediaPipe's own detection of this photo (shared README: short range finds the face at about 0.85)
+    assert len(a) == 1 and a.scores[0] > 0.8
+    # a small image gets a one-tile plan: tiling="auto" gives exactly the untiled result
+    c = FaceDetector("full_range_sparse", device="cpu", tiling="auto")(EXAMPLES / "pillow_hopper.png")
+    d = FaceDetector("full_range_sparse", device="cpu")(EXAMPLES / "pillow_hopper.png")
+    assert np.array_equal(c.boxes, d.boxes) and np.array_equal(c.scores, d.scores)
+
+
+def _canvas_with_face():
+    """A 1024×768 grey canvas with Grace Hopper shrunk so that her face (~50 px) straddles the right border of a
+    level-1 tile of the full-range plan. Returns the image and the face box (from the 512-px photo, scaled)."""
+    photo = Image.open(EXAMPLES / "grace_hopper.jpg").convert("RGB")
+    face = FaceDetector("full_range_sparse", device="cpu")(photo).boxes[0]
+    small = photo.resize((128, 150), Image.BILINEAR)
+    canvas = np.full((768, 1024, 3), 128, np.uint8)
+    ox, oy = 298, 300
+    canvas[oy:oy + 150, ox:ox + 128] = np.asarray(small)
+    return torch.from_numpy(canvas), face * 0.25 + np.array([ox, oy, ox, oy])
+
+
+def _ious(boxes, face):
+    return box_iou(torch.tensor(np.asarray(boxes), dtype=torch.float32).reshape(-1, 4),
+                   torch.tensor(face[None], dtype=torch.float32))[:, 0].numpy()
+
+
+def test_face_cut_by_a_tile_border_is_found_once():
+    img, face = _canvas_with_face()
+    tiles = plan_tiles(1024, 768, 192, "full_range_sparse")
+    inside = lambda t, b: (t.region.x0 <= b[0] and b[2] <= t.region.x0 + t.region.side  # noqa: E731
+                           and t.region.y0 <= b[1] and b[3] <= t.region.y0 + t.region.side)
+    level1 = [t for t in tiles if t.level == 1]
+    cut = [t for t in level1 if t.region.x0 < face[0] < t.region.x0 + t.region.side < face[2]
+           and t.region.y0 < face[1] and face[3] < t.region.y0 + t.region.side]
+    assert cut and any(inside(t, face) for t in level1), "the scene must have the face cut in one tile, whole in another"
+    # the tile that cuts the face does see a half face at its border
+    plain = FaceDetector("full_range_sparse", device="cpu", min_score=0.05)
+    half = plain.detect_tensors([img], None, [cut[0].region])[0]
+    border = cut[0].region.x0 + cut[0].region.side
+    assert any(iou > 0.2 and b[2] > border - 3 for b, iou in zip(half.boxes, _ious(half.boxes, face)))
+    # tiled: exactly one detection on the face, the whole face
+    tiled = FaceDetector("full_range_sparse", device="cpu", min_score=0.3, tiling="auto")
+    ious = _ious(tiled.detect_tensors([img])[0].boxes, face)
+    assert (ious > 0.2).sum() == 1 and ious.max() > 0.85
+    # without the border rule, the half face is blended into the face and drags its box off
+    no_rule = FaceDetector("full_range_sparse", device="cpu", min_score=0.3, tiling=TileConfig(border_margin=-10))
+    bad = _ious(no_rule.detect_tensors([img])[0].boxes, face)
+    assert (bad > 0.2).sum() == 1 and bad.max() < ious.max() - 0.05
+
+
+def test_tiling_finds_small_faces_the_letterbox_misses():
+    """Nine ~40-px faces in a 1024×768 image: the plain letterbox (faces 7.5 px in the network input) finds none,
+    tiling finds each once."""
+    photo = Image.open(EXAMPLES / "grace_hopper.jpg").convert("RGB")
+    face = FaceDetector("full_range_sparse", device="cpu")(photo).boxes[0] * 0.2
+    small = np.asarray(photo.resize((102, 120), Image.BILINEAR))
+    canvas = np.full((768, 1024, 3), 128, np.uint8)
+    truth = []
+    for i, (x, y) in enumerate([(60, 60), (450, 40), (860, 80), (120, 330), (480, 320), (820, 300),
+                                (40, 600), (430, 620), (880, 610)]):
+        canvas[y:y + 120, x:x + 102] = small
+        truth.append(face + np.array([x, y, x, y]))
+    img = torch.from_numpy(canvas)
+    plain = FaceDetector("full_range_sparse", device="cpu")
+    assert len(plain.detect_tensors([img])[0]) == 0
+    tiled = FaceDetector("full_range_sparse", device="cpu", tiling="auto")  # serving threshold 0.6
+    res = tiled.detect_tensors([img])[0]
+    for t in truth:
+        assert (_ious(res.boxes, t) >= 0.5).sum() == 1
+    assert len(res) == len(truth)
