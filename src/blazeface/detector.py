@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .backends import is_model_file, load_backend
 from .config import ModelConfig
 from .io import ImageInput, ImageLoadError, describe, load_image
 from .nn.blazenet import BlazeNet
@@ -59,7 +60,8 @@ class FaceDetector:
 
     Args:
         model: a registered name (``"short_range"``, ``"back"``, ``"full_range"``, ``"full_range_sparse"``,
-            ``"front_2019"`` with ``weights=``, ``"paper"``), see :func:`blazeface.list_models`.
+            ``"front_2019"`` with ``weights=``, ``"paper"``), see :func:`blazeface.list_models`; or an exported
+            file (``.onnx``, ``.tflite``, TorchScript ``.pt``), run by its runtime (see :mod:`blazeface.backends`).
         device: ``"cpu"``, ``"cuda"``, … ; ``None`` uses CUDA when available.
         min_score: score threshold; ``None`` uses the model's own (MediaPipe's graph value).
         min_suppression: IoU above which detections merge in NMS; ``None``: the model's (0.3).
@@ -74,7 +76,7 @@ class FaceDetector:
 
     def __init__(
         self,
-        model: str = "short_range",
+        model: str | Path = "short_range",
         device: str | torch.device | None = None,
         min_score: float | None = None,
         min_suppression: float | None = None,
@@ -83,11 +85,17 @@ class FaceDetector:
         max_faces: int | None = None,
         batch_size: int = 64,
     ) -> None:
-        self.config: ModelConfig = get_config(model)
+        self.backend = None
+        if is_model_file(model):  # an exported file: its runtime replaces the network in forward()
+            self.backend = load_backend(model)
+            model = self.backend.model_name
+        self.config: ModelConfig = get_config(str(model))
         self.device = resolve_device(device)
-        self.net: BlazeNet = create_model(self.config.name, pretrained=weights is None, weights=weights).to(self.device)
-        if self.config.weights is None and weights is None:
-            raise ValueError(f"model {self.config.name!r} ships no weights; pass weights=PATH")
+        self.net: BlazeNet | None = None
+        if self.backend is None:
+            self.net = create_model(self.config.name, pretrained=weights is None, weights=weights).to(self.device)
+            if self.config.weights is None and weights is None:
+                raise ValueError(f"model {self.config.name!r} ships no weights; pass weights=PATH")
         self.min_score = self.config.min_score if min_score is None else float(min_score)
         self.min_suppression = self.config.min_suppression if min_suppression is None else float(min_suppression)
         if not 0.0 <= self.min_score <= 1.0:
@@ -162,6 +170,8 @@ class FaceDetector:
 
     def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The raw network on ``Tensor[B, 3, S, S]`` in ``[-1, 1]`` → ``(regressors [B, A, 16], logits [B, A, 1])``."""
+        if self.backend is not None:
+            return self.backend(batch)
         with torch.inference_mode():
             return self.net(batch)
 
