@@ -35,7 +35,9 @@ def calibration_images(folder: str | Path | None, size: int, augment: bool = Tru
     """Letterboxed calibration inputs ``Tensor[N, 3, S, S]`` in [-1, 1] from the images in ``folder``.
 
     ``folder=None`` uses the bundled ``examples/``. With ``augment`` each photo also gives a mirror,
-    zooms in (×1.5, ×2 around random points), zooms out (×0.6), contrast/brightness changes and grey.
+    zooms in (×1.25, ×1.5, ×2 around random points), contrast/brightness changes and grey.
+    (No zoom-out: a photo framed by padding on every side drives the heads to ±10⁴ at some anchors and
+    would stretch the calibrated ranges.)
     """
     folder = Path(folder) if folder is not None else default_calibration_dir()
     files = list(iter_image_files([folder]))
@@ -49,7 +51,7 @@ def calibration_images(folder: str | Path | None, size: int, augment: bool = Tru
         base = Letterbox.centered(w, h, size)
         variants = [(img, base)]
         if augment:
-            for zoom in (1.5, 2.0, 0.6):
+            for zoom in (1.25, 1.5, 2.0):
                 side = base.side / zoom
                 cx = w / 2 + rng.uniform(-0.15, 0.15) * w
                 cy = h / 2 + rng.uniform(-0.15, 0.15) * h
