@@ -178,8 +178,12 @@ class TorchScriptBackend(Backend):
 
     def __init__(self, path: Path, num_threads: int | None = None) -> None:
         extra = {f"{METADATA_KEY}.json": ""}
+        import warnings
+
         try:
-            self.module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+            with warnings.catch_warnings():  # torch.jit is deprecated in favour of torch.export, still works
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self.module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
         except Exception as exc:
             raise ModelFileError(f"{path} is not a readable TorchScript model (truncated or wrong format): {exc}") from exc
         text = extra[f"{METADATA_KEY}.json"]

@@ -78,6 +78,7 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
                 quantize_onnx(fp, Path(tmp) / "int8.onnx", images)
                 model_proto = onnx.load(str(Path(tmp) / "int8.onnx"))
             quant.update({"runtime": "onnxruntime QDQ", "activations": "uint8 per tensor",
+                          "weights": "uint8 per output channel (asymmetric)",
                           "head_convs": "float compute, int8 weights"})
         post = None
         if with_postprocess:
@@ -101,7 +102,8 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
         example = torch.zeros(1, 3, size, size)
         with torch.no_grad(), _no_warnings():
             traced = torch.jit.trace(net, example, check_trace=False)
-        torch.jit.save(traced, str(output), _extra_files={f"{METADATA_KEY}.json": json.dumps(meta, sort_keys=True)})
+        with _no_warnings():
+            torch.jit.save(traced, str(output), _extra_files={f"{METADATA_KEY}.json": json.dumps(meta, sort_keys=True)})
         return output
 
     from .tflite_export import export_tflite

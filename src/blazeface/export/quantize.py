@@ -122,13 +122,15 @@ def _weights_only_int8(model: Any, conv_names: set[str]) -> None:
 
 
 def quantize_onnx(float_path: str | Path, out_path: str | Path, images: torch.Tensor,
-                  weight_type: str = "int8", calibrate: str = "minmax") -> Path:
-    """ONNX Runtime static int8 (QDQ), per-channel weights, calibrated on ``images [N, 3, S, S]``.
+                  weight_type: str = "uint8", calibrate: str = "minmax") -> Path:
+    """ONNX Runtime static 8-bit (QDQ), per-channel weights, calibrated on ``images [N, 3, S, S]``.
 
     ``float_path`` must hold the raw network (inputs ``input``; outputs ``regressors``, ``logits``).
-    Activations are uint8 per tensor, weights int8 per channel in 7 bits (``reduce_range``: no int16
-    saturation in the u8×s8 kernels of AVX2 CPUs without VNNI) — or ``weight_type="uint8"`` for 8-bit
-    u8×u8. The head convolutions run in float with int8-stored weights.
+    Activations are uint8 per tensor; weights are 8-bit per output channel: ``"uint8"`` (default,
+    asymmetric, u8×u8 kernels) or ``"int8"`` (symmetric, in 7 bits with ``reduce_range``, since the
+    u8×s8 kernels of AVX2 CPUs without VNNI saturate int16 sums). Measured on the fixtures, seed images
+    and wider_val_dev, ``"uint8"`` keeps more faces identical to float. The head convolutions run in
+    float with int8-stored weights.
     """
     try:
         import onnx
