@@ -66,7 +66,7 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
     if fmt == "onnx":
         from .onnx_export import add_postprocess, export_raw_onnx, save_onnx, set_metadata
 
-        model_proto = export_raw_onnx(net, size, output)
+        model_proto = export_raw_onnx(net, size)
         if int8:
             import onnx
 

@@ -37,7 +37,7 @@ def _import_onnx() -> Any:
     return onnx
 
 
-def export_raw_onnx(net: nn.Module, input_size: int, path: str | Path) -> Any:
+def export_raw_onnx(net: nn.Module, input_size: int) -> Any:
     """Export ``net`` (``x [B, 3, S, S]`` → ``regressors, logits``) with a dynamic batch; returns the ``ModelProto``."""
     onnx = _import_onnx()
     example = torch.zeros(2, 3, input_size, input_size)

@@ -2,7 +2,7 @@
 
 Every path first applies :func:`~blazeface.export.equalize.equalize` (exact in float) and calibrates on
 letterboxed images: a folder, or by default the bundled ``examples/`` photos with augmentations (flips,
-zooms in and out, shifts, brightness/contrast, grey). The 1×1 head convolutions keep int8 weights but
+zooms in and shifts, brightness/contrast, grey). The 1×1 head convolutions keep int8 weights but
 float outputs (regressors are input pixels spanning ±300: one int8 step would be 2.4 px).
 """
 
