@@ -4,8 +4,11 @@ The graph takes ``[1, S, S, 3]`` float input in [-1, 1] (NHWC, as MediaPipe's mo
 ``regressors [1, A, 16]`` and ``logits [1, A, 1]``; ``split_heads=True`` gives the per-head layout of
 the vendor model zoos instead (short range: ``(1,512,16), (1,512,1), (1,384,16), (1,384,1)``).
 int8: PT2E static quantization (``litert_torch.quantize``), per-channel symmetric weights, int8
-activations and int8 I/O, after cross-layer equalization. Our metadata JSON is stored in the
-flatbuffer's ``metadata`` table under the name ``blazeface``.
+activations and int8 I/O, after cross-layer equalization. Known problem (benchmarks/RESULTS.md): the
+logits output shares one int8 scale over [-2000, 20] (anchors on the padding), which clips every
+positive logit to 0 (score 0.5 everywhere); a clamp before the output does not help because PT2E gives
+clamp its input's scale. The int8 TFLite file is therefore not usable for detection yet; float is exact.
+Our metadata JSON is stored in the flatbuffer's ``metadata`` table under the name ``blazeface``.
 """
 
 from __future__ import annotations
