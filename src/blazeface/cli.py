@@ -11,6 +11,7 @@ from typing import Any, TextIO
 
 from . import __version__
 from .eval.cli import add_eval_parser
+from .export import add_export_parser
 from .io import ImageLoadError, iter_image_files, read_image
 from .registry import get_config, list_models
 from .video.cli import add_detect_options, add_video_parser, detect_extras
@@ -42,13 +43,25 @@ def _annotation_path(out_dir: Path, path: str, taken: set[str]) -> Path:
     return out_dir / name
 
 
+def _model_arg(value: str) -> str:
+    from .inference import is_model_file
+
+    if is_model_file(value) or value in list_models() + ["front", "full"]:
+        return value
+    raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from {', '.join(list_models())}, or a model file)")
+
+
 def run_detect(args: argparse.Namespace, stdout: TextIO) -> int:
     from tqdm import tqdm
 
     from .detector import FaceDetector
 
-    detector = FaceDetector(args.model, device=args.device, min_score=args.min_score, weights=args.weights,
-                            batch_size=args.batch_size, backend=args.backend, tiling=args.tile)
+    try:
+        detector = FaceDetector(args.model, device=args.device, min_score=args.min_score, weights=args.weights,
+                                batch_size=args.batch_size, backend=args.backend, tiling=args.tile)
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        print(f"blazeface detect: {exc}", file=sys.stderr)
+        return 2
     inputs = list(_inputs(args.paths))
     if not inputs:
         print("blazeface detect: no inputs", file=sys.stderr)
@@ -137,8 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("detect", help="detect faces in images and folders; one JSON line per input")
     d.add_argument("paths", nargs="+", help="image files and folders (searched recursively)")
-    d.add_argument("--model", default="short_range", choices=list_models() + ["front", "full"],
-                   help="model (default: short_range)")
+    d.add_argument("--model", default="short_range", type=_model_arg,
+                   help="registered model, or an exported .onnx / .tflite / .pt file (default: short_range)")
     d.add_argument("--weights", help="a .safetensors file to use instead of the shipped weights")
     d.add_argument("--jsonl", help="write the JSON lines here instead of stdout")
     d.add_argument("--annotate", metavar="DIR", help="write each image with boxes and keypoints drawn into DIR")
@@ -160,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--model", help="architecture name (default: detected from the graph)")
     c.add_argument("--check", action="store_true", help="compare outputs with the TFLite interpreter (needs ai-edge-litert)")
     c.set_defaults(func=run_convert)
+
+    add_export_parser(sub)
 
     m = sub.add_parser("models", help="list the registered models")
     m.set_defaults(func=run_models)

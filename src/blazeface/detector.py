@@ -18,7 +18,7 @@ from .nn.blazenet import BlazeNet
 from .ops.anchors import generate_anchors
 from .ops.boxes import decode_boxes, scores_from_logits
 from .ops.nms import NMSMode, non_max_suppression
-from .inference import BackendName, make_backend
+from .inference import Backend, BackendName, is_model_file, load_backend, make_backend
 from .preprocess import Letterbox, letterbox, letterbox_numpy
 from .registry import create_model, get_config
 from .results import Detections
@@ -62,7 +62,8 @@ class FaceDetector:
 
     Args:
         model: a registered name (``"short_range"``, ``"back"``, ``"full_range"``, ``"full_range_sparse"``,
-            ``"front_2019"`` with ``weights=``, ``"paper"``), see :func:`blazeface.list_models`.
+            ``"front_2019"`` with ``weights=``, ``"paper"``), see :func:`blazeface.list_models`; or an exported
+            file (``.onnx``, ``.tflite``, TorchScript ``.pt``), run by its runtime (see :mod:`blazeface.inference.files`).
         device: ``"cpu"``, ``"cuda"``, … ; ``None`` uses CUDA when available.
         min_score: score threshold; ``None`` uses the model's own (MediaPipe's graph value).
         min_suppression: IoU above which detections merge in NMS; ``None``: the model's (0.3).
@@ -82,7 +83,7 @@ class FaceDetector:
 
     def __init__(
         self,
-        model: str = "short_range",
+        model: str | Path = "short_range",
         device: str | torch.device | None = None,
         min_score: float | None = None,
         min_suppression: float | None = None,
@@ -95,11 +96,17 @@ class FaceDetector:
         threads: int | None = None,
         tiling: TilingArg = "off",
     ) -> None:
-        self.config: ModelConfig = get_config(model)
+        file_backend = None
+        if is_model_file(model):  # an exported file: its runtime replaces the network in forward()
+            file_backend = load_backend(model, threads)
+            model = file_backend.model_name
+        self.config: ModelConfig = get_config(str(model))
         self.device = resolve_device(device)
-        self.net: BlazeNet = create_model(self.config.name, pretrained=weights is None, weights=weights).to(self.device)
-        if self.config.weights is None and weights is None:
-            raise ValueError(f"model {self.config.name!r} ships no weights; pass weights=PATH")
+        self.net: BlazeNet | None = None
+        if file_backend is None:
+            self.net = create_model(self.config.name, pretrained=weights is None, weights=weights).to(self.device)
+            if self.config.weights is None and weights is None:
+                raise ValueError(f"model {self.config.name!r} ships no weights; pass weights=PATH")
         self.min_score = self.config.min_score if min_score is None else float(min_score)
         self.min_suppression = self.config.min_suppression if min_suppression is None else float(min_suppression)
         if not 0.0 <= self.min_score <= 1.0:
@@ -111,7 +118,7 @@ class FaceDetector:
         self.batch_size = int(batch_size)
         self.anchors = generate_anchors(self.config.anchors).to(self.device)
         self._anchors_np = generate_anchors(self.config.anchors).numpy()
-        self.backend = make_backend(backend, self.net, self.device, half=half, threads=threads)
+        self.backend: Backend = file_backend or make_backend(backend, self.net, self.device, half=half, threads=threads)
         p = min(max(self.min_score, 1e-7), 1 - 1e-7)
         self._logit_floor = math.log(p / (1 - p)) - 0.01  # a cheap pre-filter; the exact test is on scores
         self.tiling: TileConfig | None = resolve_tiling(tiling)

@@ -27,6 +27,7 @@ INPUT = -1  # the graph input, as a "feeder"
 SUPPORTED_OPS = {
     "CONV_2D", "DEPTHWISE_CONV_2D", "DEQUANTIZE", "DENSIFY", "RELU", "ADD", "PAD", "MAX_POOL_2D",
     "RESHAPE", "CONCATENATION", "RESIZE_BILINEAR", "DEPTH_TO_SPACE",
+    "TRANSPOSE", "QUANTIZE",  # files written by `blazeface export --format tflite` (litert-torch), float or int8
 }
 
 
@@ -56,8 +57,8 @@ def _tflite_layers(graph: TFLiteGraph) -> tuple[list[ConvLayer], dict[int, tuple
     layers: list[ConvLayer] = []
     weights: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for op in graph.operators:
-        if op.type in ("DEQUANTIZE", "DENSIFY"):
-            continue
+        if op.type in ("DEQUANTIZE", "DENSIFY") and graph.is_constant(op.inputs[0]):
+            continue  # stored weights; a DEQUANTIZE of activations (int8 graphs) passes its feeders on
         data_inputs = [t for t in op.inputs if t >= 0 and not graph.is_constant(t)]
         fed = frozenset().union(*(feeders.get(t, frozenset()) for t in data_inputs))
         if op.type in ("CONV_2D", "DEPTHWISE_CONV_2D"):
@@ -164,9 +165,14 @@ def tflite_state_dict(graph: TFLiteGraph, model: BlazeNet) -> dict[str, torch.Te
 def _check_io(graph: TFLiteGraph, model: BlazeNet) -> None:
     size = model.input_size
     shape = graph.tensors[graph.inputs[0]].shape
-    if tuple(shape[1:]) != (size, size, 3):
+    if tuple(shape[1:]) not in ((size, size, 3), (3, size, size)):
         raise ConversionError(f"{graph.source}: input shape {list(shape)} does not fit a {size}×{size}×3 network")
-    outputs = sorted(tuple(graph.tensors[t].shape[1:]) for t in graph.outputs)
+    outputs = [tuple(graph.tensors[t].shape[1:]) for t in graph.outputs]
+    # regressors and logits, concatenated or split per head (the vendor layout)
+    for channels in (16, 1):
+        anchors = sum(o[0] for o in outputs if len(o) == 2 and o[1] == channels)
+        outputs = [o for o in outputs if not (len(o) == 2 and o[1] == channels)] + [(anchors, channels)]
+    outputs = sorted(outputs)
     expected = sorted([(model.spec.num_anchors, 16), (model.spec.num_anchors, 1)])
     if outputs != expected:
         raise ConversionError(f"{graph.source}: outputs {outputs} are not regressors/logits for {model.spec.num_anchors} anchors")

@@ -68,21 +68,18 @@ def _state_digest(net: BlazeNet) -> str:
     return h.hexdigest()[:16]
 
 
-def export_onnx(net: BlazeNet, path: str | Path, opset: int = 17) -> Path:
-    """Export the raw network to ONNX with a dynamic batch axis (``input`` → ``regressors``, ``logits``)."""
+def export_onnx(net: BlazeNet, path: str | Path) -> Path:
+    """Export the raw network to ONNX with a dynamic batch (:func:`blazeface.export.onnx_export.export_raw_onnx`),
+    written atomically so that concurrent processes never read a half-written file."""
+    from ..export.onnx_export import export_raw_onnx, save_onnx
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    size = net.input_size
-    net = net.cpu().eval()
     fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
     os.close(fd)
     try:
-        torch.onnx.export(
-            net, (torch.zeros(1, 3, size, size),), tmp, input_names=["input"], output_names=["regressors", "logits"],
-            dynamic_axes={"input": {0: "batch"}, "regressors": {0: "batch"}, "logits": {0: "batch"}},
-            opset_version=opset, dynamo=False,
-        )
-        os.replace(tmp, path)  # atomic: concurrent processes never read a half-written file
+        save_onnx(export_raw_onnx(net.cpu().eval(), net.input_size), tmp)
+        os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -1,0 +1,313 @@
+"""int8 against float: speed in the same runtime, weight bytes, and accuracy on real photos (issue 6).
+
+One command (from the project root, with the ``onnx`` and ``tflite-export`` extras installed):
+
+    python benchmarks/export_int8.py                      # short range; add --models full_range_sparse
+    python benchmarks/export_int8.py --write-results      # also writes the section of benchmarks/RESULTS.md
+
+What it does, per model:
+1. exports float and int8 files (ONNX QDQ for ONNX Runtime; TFLite through litert-torch, when installed;
+   PyTorch FX int8) into a temporary folder, int8 calibrated on the bundled ``examples/`` (augmented);
+2. speed: float and int8 in the same runtime, 1 thread, batch 1 (and 8 for ONNX Runtime), runs interleaved,
+   the median of ``--repeats`` timings each; the ratio float/int8 is reported (2 shared cores: noisy);
+3. weight bytes of the int8 ONNX file (all initializers: int8 weights, int32 biases, scales, zero points)
+   and of the int8 TFLite file (all constant buffers);
+4. accuracy through ``FaceDetector(file)``: the same faces as float (matched IoU >= 0.9) on ``examples/``,
+   the seed images and ``../shared/data/wider_val_dev``; WIDER AP easy/medium/hard at min score 0.1, with the
+   minimal WIDER evaluation below (IoU >= 0.5; faces outside the setting or flagged invalid are ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT / "src"))
+
+from blazeface import FaceDetector, get_config  # noqa: E402
+from blazeface.export import export_model  # noqa: E402
+from blazeface.ops import box_iou  # noqa: E402
+
+
+# --------------------------------------------------------------------------------------------------
+# minimal WIDER FACE evaluation (kept here so the benchmark runs without blazeface.eval)
+# --------------------------------------------------------------------------------------------------
+def wider_ap(annotations: dict, detections: dict[str, tuple[np.ndarray, np.ndarray]], setting: str) -> float:
+    """AP for ``setting`` ('easy', 'medium', 'hard'): greedy matching by score at IoU >= 0.5; detections
+    matching an ignored face (outside the setting or invalid) count neither way; VOC all-point AP."""
+    scores, labels = [], []
+    positives = 0
+    for name, rec in annotations.items():
+        faces = rec["faces"]
+        gt = np.array([[f["xywh"][0], f["xywh"][1], f["xywh"][0] + f["xywh"][2], f["xywh"][1] + f["xywh"][3]]
+                       for f in faces], np.float32).reshape(-1, 4)
+        care = np.array([f[f"in_{setting}"] and not f["attrs"].get("invalid", 0) for f in faces], bool)
+        positives += int(care.sum())
+        boxes, sc = detections.get(name, (np.zeros((0, 4), np.float32), np.zeros(0, np.float32)))
+        order = np.argsort(-sc, kind="stable")
+        taken = np.zeros(len(gt), bool)
+        ious = box_iou(torch.from_numpy(boxes[order]), torch.from_numpy(gt)).numpy() if len(gt) and len(boxes) else None
+        for k, i in enumerate(order):
+            if ious is None:
+                scores.append(sc[i]); labels.append(0)
+                continue
+            cand = np.where(~taken, ious[k], -1.0)
+            j = int(np.argmax(cand))
+            if cand[j] >= 0.5:
+                taken[j] = True
+                if care[j]:
+                    scores.append(sc[i]); labels.append(1)
+                continue  # an ignored face: neither
+            scores.append(sc[i]); labels.append(0)
+    if positives == 0:
+        return float("nan")
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    tp = np.cumsum(np.asarray(labels)[order])
+    fp = np.cumsum(1 - np.asarray(labels)[order])
+    recall = tp / positives
+    precision = tp / np.maximum(tp + fp, 1e-9)
+    mrec = np.concatenate([[0.0], recall, [1.0]])
+    mpre = np.concatenate([[0.0], precision, [0.0]])
+    for i in range(len(mpre) - 2, -1, -1):
+        mpre[i] = max(mpre[i], mpre[i + 1])
+    idx = np.where(mrec[1:] != mrec[:-1])[0]
+    return float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))
+
+
+def match(ref: list, other: list, iou_min: float = 0.9) -> dict:
+    """Same faces? Per image, each float face must have an int8 face with IoU >= iou_min, and vice versa."""
+    faces = same = 0
+    worst = 1.0
+    differing = []
+    for i, (a, b) in enumerate(zip(ref, other)):
+        faces += max(len(a), len(b))
+        if len(a) == 0 and len(b) == 0:
+            continue
+        if len(a) == 0 or len(b) == 0:
+            differing.append(i)
+            continue
+        iou = box_iou(torch.from_numpy(a.xyxy), torch.from_numpy(b.xyxy)).numpy()
+        best_a, best_b = iou.max(1), iou.max(0)
+        worst = min(worst, float(best_a.min()), float(best_b.min()))
+        same += int((best_a >= iou_min).sum())
+        if len(a) != len(b) or (best_a < iou_min).any() or (best_b < iou_min).any():
+            differing.append(i)
+    return {"faces": faces, "matched": same, "images_differing": len(differing), "min_iou": round(worst, 4)}
+
+
+# --------------------------------------------------------------------------------------------------
+def _median_ratio(run_a, run_b, repeats: int) -> tuple[float, float]:
+    ta, tb = [], []
+    for _ in range(3):
+        run_a(); run_b()
+    for _ in range(repeats):
+        t = time.perf_counter(); run_a(); ta.append(time.perf_counter() - t)
+        t = time.perf_counter(); run_b(); tb.append(time.perf_counter() - t)
+    return statistics.median(ta) * 1e3, statistics.median(tb) * 1e3
+
+
+def onnx_weight_bytes(path: Path) -> int:
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(str(path))
+    return int(sum(numpy_helper.to_array(i).nbytes for i in m.graph.initializer))
+
+
+def tflite_weight_bytes(path: Path) -> int:
+    from blazeface.convert import TFLiteGraph
+
+    g = TFLiteGraph.from_file(path)
+    return int(sum(len(t.data) for t in g.tensors if t.data is not None))
+
+
+def images_of(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+
+
+def bench_model(name: str, tmp: Path, repeats: int, with_tflite: bool) -> dict:
+    import onnxruntime as ort
+
+    cfg = get_config(name)
+    s = cfg.input_size
+    out: dict = {"model": name}
+    files = {
+        "onnx_float": export_model(name, "onnx", tmp / f"{name}.onnx"),
+        "onnx_int8": export_model(name, "onnx", tmp / f"{name}_int8.onnx", int8=True),
+    }
+    if with_tflite:
+        files["tflite_float"] = export_model(name, "tflite", tmp / f"{name}.tflite")
+        files["tflite_int8"] = export_model(name, "tflite", tmp / f"{name}_int8.tflite", int8=True)
+    out["file_bytes"] = {k: v.stat().st_size for k, v in files.items()}
+    out["int8_weight_bytes"] = {"onnx": onnx_weight_bytes(files["onnx_int8"]),
+                                "onnx_float": onnx_weight_bytes(files["onnx_float"])}
+    if with_tflite:
+        out["int8_weight_bytes"]["tflite"] = tflite_weight_bytes(files["tflite_int8"])
+
+    # ---- speed: same runtime, 1 thread, interleaved --------------------------------------------
+    rng = np.random.default_rng(0)
+    speed = {}
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    fs = ort.InferenceSession(str(files["onnx_float"]), so, providers=["CPUExecutionProvider"])
+    qs = ort.InferenceSession(str(files["onnx_int8"]), so, providers=["CPUExecutionProvider"])
+    for bs in (1, 8):
+        x = rng.uniform(-1, 1, (bs, 3, s, s)).astype(np.float32)
+        f_ms, q_ms = _median_ratio(lambda: fs.run(None, {"input": x}), lambda: qs.run(None, {"input": x}), repeats)
+        speed[f"onnxruntime_b{bs}"] = {"float_ms": round(f_ms, 3), "int8_ms": round(q_ms, 3), "speedup": round(f_ms / q_ms, 3)}
+    if with_tflite:
+        from ai_edge_litert.interpreter import Interpreter
+
+        def interp(p: Path):
+            it = Interpreter(model_path=str(p), num_threads=1)
+            it.allocate_tensors()
+            d = it.get_input_details()[0]
+            x = np.zeros(d["shape"], d["dtype"])
+            it.set_tensor(d["index"], x)
+            return it
+        fi, qi = interp(files["tflite_float"]), interp(files["tflite_int8"])
+        f_ms, q_ms = _median_ratio(fi.invoke, qi.invoke, repeats)
+        speed["litert_b1"] = {"float_ms": round(f_ms, 3), "int8_ms": round(q_ms, 3), "speedup": round(f_ms / q_ms, 3)}
+    try:
+        from blazeface import create_model
+        from blazeface.export.quantize import calibration_images, quantize_torch_fx
+
+        torch.set_num_threads(1)
+        net = create_model(name)
+        qnet = quantize_torch_fx(net, calibration_images(None, s))
+        x = torch.from_numpy(rng.uniform(-1, 1, (1, 3, s, s)).astype(np.float32))
+        with torch.inference_mode():
+            f_ms, q_ms = _median_ratio(lambda: net(x), lambda: qnet(x), repeats)
+        speed["pytorch_fx_b1"] = {"float_ms": round(f_ms, 3), "int8_ms": round(q_ms, 3), "speedup": round(f_ms / q_ms, 3)}
+    except Exception as exc:  # noqa: BLE001 - report, don't stop the benchmark
+        speed["pytorch_fx_b1"] = {"error": f"{type(exc).__name__}: {exc}"}
+    out["speed"] = speed
+
+    # ---- accuracy ----------------------------------------------------------------------------------
+    sets = {"examples": images_of(ROOT / "examples"), "seed_images": images_of(SHARED / "seed_images"),
+            "wider_val_dev": images_of(SHARED / "wider_val_dev" / "images")}
+    ann = json.loads((SHARED / "wider_val_dev" / "annotations.json").read_text())
+    acc: dict = {}
+    ref_det = FaceDetector(name, device="cpu")
+    ref_low = FaceDetector(name, device="cpu", min_score=0.1)
+    ref = {k: ref_det(v) for k, v in sets.items()}
+    ref_ap_det = ref_low(sets["wider_val_dev"])
+    acc["float_pytorch_AP"] = {st: round(wider_ap(ann, {p.name: (d.xyxy, d.scores) for p, d in
+                                                       zip(sets["wider_val_dev"], ref_ap_det)}, st), 4)
+                               for st in ("easy", "medium", "hard")}
+    for key, path in files.items():
+        det = FaceDetector(str(path), device="cpu")
+        res = {k: match(ref[k], det(v)) for k, v in sets.items()}
+        low = FaceDetector(str(path), device="cpu", min_score=0.1)(sets["wider_val_dev"])
+        res["AP"] = {st: round(wider_ap(ann, {p.name: (d.xyxy, d.scores) for p, d in
+                                             zip(sets["wider_val_dev"], low)}, st), 4)
+                     for st in ("easy", "medium", "hard")}
+        acc[key] = res
+    out["accuracy"] = acc
+    return out
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        flags = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+                 if f" {f}" in Path("/proc/cpuinfo").read_text()]
+    except OSError:
+        flags = []
+    return f"{cpu} ({os.cpu_count()} cores, {', '.join(flags) or 'no AVX flags found'}), {platform.system()}"
+
+
+def write_results(results: list[dict], path: Path) -> None:
+    import onnxruntime
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    lines = ["## Export and int8 (issue 6)", "",
+             f"Machine: {machine()}. Commit {commit}, {datetime.date.today().isoformat()}. torch {torch.__version__}, "
+             f"onnxruntime {onnxruntime.__version__}. Command: `python benchmarks/export_int8.py --write-results`.",
+             "Speed: 1 thread, median of interleaved runs, float and int8 in the same runtime (2 shared cores: noisy).",
+             "Accuracy: `FaceDetector(file)` against PyTorch float; faces matched at IoU >= 0.9; AP on wider_val_dev at min score 0.1.",
+             ""]
+    for r in results:
+        lines.append(f"### {r['model']}")
+        lines.append("")
+        w = r["int8_weight_bytes"]
+        lines.append(f"- int8 weight bytes: ONNX {w['onnx']:,} (float {w['onnx_float']:,})"
+                     + (f", TFLite {w['tflite']:,}" if "tflite" in w else "") + "; target <= 130 KB for short range")
+        lines.append("- file bytes: " + ", ".join(f"{k} {v:,}" for k, v in r["file_bytes"].items()))
+        lines.append("")
+        lines.append("| runtime | float ms | int8 ms | speed-up (target >= 1.5) |")
+        lines.append("|---|---|---|---|")
+        for k, v in r["speed"].items():
+            if "error" in v:
+                lines.append(f"| {k} | - | - | {v['error']} |")
+            else:
+                lines.append(f"| {k} | {v['float_ms']} | {v['int8_ms']} | {v['speedup']} |")
+        lines.append("")
+        lines.append("| file | examples (faces / matched / images differing / min IoU) | seed images | wider_val_dev | AP easy / medium / hard |")
+        lines.append("|---|---|---|---|---|")
+        fap = r["accuracy"]["float_pytorch_AP"]
+        lines.append(f"| PyTorch float | | | | {fap['easy']} / {fap['medium']} / {fap['hard']} |")
+        for k, v in r["accuracy"].items():
+            if k == "float_pytorch_AP":
+                continue
+            cells = [f"{v[s]['faces']} / {v[s]['matched']} / {v[s]['images_differing']} / {v[s]['min_iou']}"
+                     for s in ("examples", "seed_images", "wider_val_dev")]
+            ap = v["AP"]
+            lines.append(f"| {k} | " + " | ".join(cells) + f" | {ap['easy']} / {ap['medium']} / {ap['hard']} |")
+        lines.append("")
+    section = "\n".join(lines)
+    text = path.read_text() if path.exists() else "# Benchmark results\n\n"
+    start = text.find("## Export and int8 (issue 6)")
+    if start >= 0:
+        end = text.find("\n## ", start + 5)
+        text = text[:start] + section + ("\n" + text[end + 1:] if end >= 0 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text.rstrip("\n") + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", nargs="+", default=["short_range"])
+    ap.add_argument("--repeats", type=int, default=50)
+    ap.add_argument("--no-tflite", action="store_true", help="skip the litert-torch exports")
+    ap.add_argument("--write-results", action="store_true", help="write the section of benchmarks/RESULTS.md")
+    ap.add_argument("--json", help="also write the raw results here")
+    args = ap.parse_args()
+    try:
+        import litert_torch  # noqa: F401
+        with_tflite = not args.no_tflite
+    except ImportError:
+        with_tflite = False
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models:
+            r = bench_model(name, Path(tmp), args.repeats, with_tflite)
+            print(json.dumps(r, indent=1), flush=True)
+            results.append(r)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    if args.write_results:
+        write_results(results, ROOT / "benchmarks" / "RESULTS.md")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""Export BlazeFace networks to ONNX, TorchScript and TFLite, float or int8, with metadata.
+
+>>> from blazeface.export import export_model
+>>> export_model("short_range", "onnx", "short_range.onnx", with_postprocess=True)
+>>> export_model("short_range", "onnx", "short_range_int8.onnx", int8=True)   # calibrated on examples/
+
+Runtimes are optional extras: ``onnx`` (onnx, onnxscript, onnxruntime), ``tflite-export`` (litert-torch).
+Exported files run through :class:`blazeface.FaceDetector` (``FaceDetector("short_range.onnx")``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+
+from ..registry import create_model, get_config, list_models
+from .metadata import METADATA_KEY, build_metadata
+
+FORMATS = ("onnx", "torchscript", "tflite")
+_SUFFIX_FORMATS = {".onnx": "onnx", ".tflite": "tflite", ".pt": "torchscript", ".ts": "torchscript"}
+
+
+def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool = False,
+                 calibration: str | Path | None = None, with_postprocess: bool = False, split_heads: bool = False,
+                 weights: str | Path | None = None, max_detections: int = 100, nms: str = "weighted",
+                 augment: bool = True) -> Path:
+    """Export registered ``model`` as ``fmt`` (``None``: from ``output``'s suffix) to ``output``.
+
+    Args:
+        int8: post-training static int8 (per-channel weights), calibrated on ``calibration`` (a folder of
+            photos; ``None``: the bundled ``examples/`` with augmentations).
+        with_postprocess: ONNX only: decoding + weighted NMS in the graph (extra outputs ``boxes``,
+            ``keypoints``, ``scores``, ``batch_index``).
+        split_heads: TFLite only: per-head outputs (the vendor layout) instead of concatenated ones.
+        weights: a ``.safetensors`` file instead of the shipped weights (needed for ``front_2019``).
+    """
+    output = Path(output)
+    fmt = fmt or _SUFFIX_FORMATS.get(output.suffix.lower())
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r} for {output}; expected one of {', '.join(FORMATS)}")
+    if with_postprocess and fmt != "onnx":
+        raise ValueError("--with-postprocess is implemented for ONNX only")
+    if split_heads and fmt != "tflite":
+        raise ValueError("--split-heads is implemented for TFLite only")
+    config = get_config(model)
+    if config.weights is None and weights is None:
+        raise ValueError(f"model {config.name!r} ships no weights; pass weights=PATH")
+    net = create_model(config.name, pretrained=weights is None, weights=weights).eval()
+    size = config.input_size
+    images = None
+    quant: dict[str, Any] | None = None
+    if int8:
+        from .quantize import calibration_images, prepare_for_int8
+
+        images = calibration_images(calibration, size, augment=augment)
+        net = prepare_for_int8(net, images)
+        quant = {"int8": True, "weights": "per-channel int8", "calibration": str(calibration or "examples/ (augmented)"),
+                 "calibration_images": len(images), "equalized": True}
+    output.parent.mkdir(parents=True, exist_ok=True)
+
+    if fmt == "onnx":
+        from .onnx_export import add_postprocess, export_raw_onnx, save_onnx, set_metadata
+
+        model_proto = export_raw_onnx(net, size)
+        if int8:
+            import onnx
+
+            from .quantize import quantize_onnx
+
+            assert images is not None and quant is not None
+            with tempfile.TemporaryDirectory() as tmp:
+                fp = save_onnx(model_proto, Path(tmp) / "float.onnx")
+                quantize_onnx(fp, Path(tmp) / "int8.onnx", images)
+                model_proto = onnx.load(str(Path(tmp) / "int8.onnx"))
+            quant.update({"runtime": "onnxruntime QDQ", "activations": "uint8 per tensor",
+                          "weights": "uint8 per output channel (asymmetric)",
+                          "head_convs": "float compute, int8 weights"})
+        post = None
+        if with_postprocess:
+            add_postprocess(model_proto, config, max_detections, nms)
+            post = {"nms": nms, "max_detections": max_detections, "outputs": ["boxes", "keypoints", "scores", "batch_index"],
+                    "boxes": "x1, y1, x2, y2 normalized to the network input (undo the letterbox on the host)",
+                    "inputs": {"min_score": config.min_score, "min_suppression": config.min_suppression}}
+        set_metadata(model_proto, build_metadata(config, quantization=quant, postprocess=post))
+        return save_onnx(model_proto, output)
+
+    if fmt == "torchscript":
+        import json
+
+        if int8:
+            from .quantize import quantize_torch_fx
+
+            assert images is not None and quant is not None
+            net = quantize_torch_fx(create_model(config.name, pretrained=weights is None, weights=weights), images)
+            quant.update({"runtime": "PyTorch FX int8 (x86)", "head_convs": "float"})
+        meta = build_metadata(config, quantization=quant)
+        example = torch.zeros(1, 3, size, size)
+        with torch.no_grad(), _no_warnings():
+            traced = torch.jit.trace(net, example, check_trace=False)
+        with _no_warnings():
+            torch.jit.save(traced, str(output), _extra_files={f"{METADATA_KEY}.json": json.dumps(meta, sort_keys=True)})
+        return output
+
+    from .tflite_export import export_tflite
+
+    if int8:
+        assert quant is not None
+        quant.update({"runtime": "LiteRT (litert-torch PT2E)", "activations": "int8 per tensor, int8 I/O"})
+    outputs = ["regressors", "logits"]
+    if split_heads:
+        outputs = [f"{kind}_{i}" for i in range(len(config.net.heads)) for kind in ("regressors", "logits")]
+    meta = build_metadata(config, layout="NHWC", quantization=quant, outputs=outputs)
+    return export_tflite(net, size, output, meta, split_heads=split_heads, int8_images=images)
+
+
+class _no_warnings:
+    def __enter__(self) -> None:
+        import warnings
+
+        self._cm = warnings.catch_warnings()
+        self._cm.__enter__()
+        warnings.simplefilter("ignore")
+
+    def __exit__(self, *exc: object) -> None:
+        self._cm.__exit__(*exc)
+
+
+def run_export(args: argparse.Namespace, stdout: TextIO) -> int:
+    try:
+        out = export_model(args.model, args.format, args.output, int8=args.int8, calibration=args.calibration,
+                           with_postprocess=args.with_postprocess, split_heads=args.split_heads,
+                           weights=args.weights, max_detections=args.max_detections, nms=args.nms)
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        print(f"blazeface export: {exc}", file=sys.stderr)
+        return 1
+    kind = "int8" if args.int8 else "float"
+    print(f"{args.model} -> {out} ({args.format or out.suffix.lstrip('.')}, {kind}, {out.stat().st_size} bytes)", file=stdout)
+    return 0
+
+
+def add_export_parser(sub: Any) -> None:
+    """Add ``blazeface export`` to the CLI's subparsers."""
+    e = sub.add_parser("export", help="export a model to ONNX, TorchScript or TFLite (float or int8)")
+    e.add_argument("model", choices=list_models() + ["front", "full"], help="registered model name")
+    e.add_argument("-o", "--output", required=True, help="file to write (.onnx, .pt, .tflite)")
+    e.add_argument("--format", choices=FORMATS, help="default: from the output suffix")
+    e.add_argument("--int8", action="store_true", help="post-training static int8, per-channel weights")
+    e.add_argument("--calibration", metavar="DIR", help="folder of photos to calibrate int8 (default: examples/)")
+    e.add_argument("--with-postprocess", action="store_true",
+                   help="ONNX: decoding and weighted NMS inside the graph (outputs boxes, keypoints, scores)")
+    e.add_argument("--nms", choices=("weighted", "hard"), default="weighted", help="NMS inside the graph")
+    e.add_argument("--max-detections", type=int, default=100, help="per image, with --with-postprocess")
+    e.add_argument("--split-heads", action="store_true",
+                   help="TFLite: per-head outputs (1,512,16), (1,512,1), (1,384,16), (1,384,1) for short range")
+    e.add_argument("--weights", help="a .safetensors file instead of the shipped weights")
+    e.set_defaults(func=run_export)
+
+
+__all__ = ["FORMATS", "export_model", "add_export_parser", "run_export", "build_metadata"]

@@ -1,0 +1,125 @@
+"""TFLite export through Google's PyTorch-to-LiteRT converter (``litert-torch``, the ``tflite-export`` extra).
+
+The graph takes ``[1, S, S, 3]`` float input in [-1, 1] (NHWC, as MediaPipe's models) and returns
+``regressors [1, A, 16]`` and ``logits [1, A, 1]``; ``split_heads=True`` gives the per-head layout of
+the vendor model zoos instead (short range: ``(1,512,16), (1,512,1), (1,384,16), (1,384,1)``).
+int8: PT2E static quantization (``litert_torch.quantize``), per-channel symmetric weights, int8
+activations and int8 I/O, after cross-layer equalization. Known problem (benchmarks/RESULTS.md): the
+logits output shares one int8 scale over [-2000, 20] (anchors on the padding), which clips every
+positive logit to 0 (score 0.5 everywhere); a clamp before the output does not help because PT2E gives
+clamp its input's scale. The int8 TFLite file is therefore not usable for detection yet; float is exact.
+Our metadata JSON is stored in the flatbuffer's ``metadata`` table under the name ``blazeface``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .metadata import METADATA_KEY, dumps
+
+
+class ChannelsLastNet(nn.Module):
+    """``BlazeNet`` taking NHWC input; outputs concatenated, or split per head (reg, cls, reg, cls, …)."""
+
+    def __init__(self, net: nn.Module, split_heads: bool = False) -> None:
+        super().__init__()
+        self.net = net
+        self.split_heads = split_heads
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x = x.permute(0, 3, 1, 2)
+        if not self.split_heads:
+            return tuple(self.net(x))
+        feats = self.net.features(x)
+        outs: list[torch.Tensor] = []
+        for reg, cls, f in zip(self.net.regressors, self.net.classifiers, feats):
+            outs += [reg(f), cls(f)]
+        return tuple(outs)
+
+
+def _import_litert_torch() -> Any:
+    try:
+        import litert_torch
+    except ImportError as exc:
+        raise ImportError(
+            "TFLite export needs Google's converter: pip install 'blazeface[tflite-export]' (litert-torch)") from exc
+    return litert_torch
+
+
+@contextlib.contextmanager
+def _quiet() -> Any:
+    """The converter prints progress to stdout and stderr; keep our CLI's output clean."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+        yield buf
+
+
+def export_tflite(net: nn.Module, input_size: int, path: str | Path, meta: dict[str, Any],
+                  split_heads: bool = False, int8_images: torch.Tensor | None = None) -> Path:
+    """Convert ``net`` to a ``.tflite`` file (float, or int8 calibrated on ``int8_images [N, 3, S, S]``)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    litert_torch = _import_litert_torch()
+    wrapper = ChannelsLastNet(net.eval(), split_heads).eval()
+    example = (torch.zeros(1, input_size, input_size, 3),)
+    with _quiet(), torch.no_grad():
+        if int8_images is None:
+            edge = litert_torch.convert(wrapper, example)
+        else:
+            from litert_torch.quantize import pt2e_quantizer
+            from litert_torch.quantize.quant_config import QuantConfig
+            from torchao.quantization.pt2e import quantize_pt2e
+
+            quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
+                pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
+            graph = torch.export.export(wrapper, example).module()
+            prepared = quantize_pt2e.prepare_pt2e(graph, quantizer)
+            for img in int8_images:
+                prepared(img.permute(1, 2, 0)[None])
+            converted = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
+            edge = litert_torch.convert(converted, example, quant_config=QuantConfig(pt2e_quantizer=quantizer))
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        edge.export(str(path))
+    path.write_bytes(add_tflite_metadata(path.read_bytes(), meta))
+    return path
+
+
+def add_tflite_metadata(data: bytes, meta: dict[str, Any]) -> bytes:
+    """The flatbuffer ``data`` with ``meta`` (JSON) added as metadata entry ``blazeface``."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    blob = schema.BufferT()
+    blob.data = list(dumps(meta).encode())
+    model.buffers.append(blob)
+    entry = schema.MetadataT()
+    entry.name = METADATA_KEY
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = [m for m in (model.metadata or []) if m.name not in (METADATA_KEY, METADATA_KEY.encode())]
+    model.metadata.append(entry)
+    builder = flatbuffers.Builder(len(data) + 4096)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def read_tflite_metadata(data: bytes) -> dict[str, Any] | None:
+    """Our metadata JSON from a ``.tflite`` flatbuffer, or ``None``."""
+    import json
+
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(data, 0)
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        if (entry.Name() or b"").decode() == METADATA_KEY:
+            buf = model.Buffers(entry.Buffer())
+            return json.loads(buf.DataAsNumpy().tobytes().decode())
+    return None

@@ -1,0 +1,282 @@
+"""Export (issue 6): exported files agree with PyTorch, int8 finds the same faces, plain onnxruntime
+post-processing gives the same boxes, bad files give clear errors. TFLite export runs when the
+``tflite-export`` extra (litert-torch, large) is installed; the TFLite backend is always tested on
+MediaPipe's own files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from blazeface import FaceDetector, create_model, get_config
+from blazeface.inference import ModelFileError, load_backend
+from blazeface.cli import main
+from blazeface.export import export_model
+from blazeface.io import read_image
+from blazeface.ops import box_iou
+from blazeface.preprocess import letterbox
+
+from .conftest import EXAMPLES, shared, tflite_model
+
+SEEDS = ["1face.png", "3faces.png", "4faces.png"]
+
+
+def _examples():
+    return sorted(p for p in EXAMPLES.iterdir() if p.suffix in (".png", ".jpg"))
+
+
+def _seeds():
+    return [shared("seed_images", n) for n in SEEDS]
+
+
+def _inputs(size, n_random=1):
+    """Random inputs plus the letterboxed examples, [B, 3, S, S]."""
+    rng = np.random.default_rng(0)
+    real = [letterbox(torch.from_numpy(read_image(p).copy()), size)[0] for p in _examples()]
+    rand = torch.from_numpy(rng.uniform(-1, 1, (n_random, 3, size, size)).astype(np.float32))
+    return torch.cat([rand, torch.stack(real)])
+
+
+def _assert_parity(ref, out):
+    reg0, log0 = ref
+    reg1, log1 = out
+    assert reg1.shape == reg0.shape and log1.shape == log0.shape
+    sig = lambda x: torch.sigmoid(x.double().clamp(-100, 100))  # noqa: E731
+    assert float((sig(log0) - sig(log1)).abs().max()) <= 1e-4
+    assert float((reg0 - reg1).abs().max()) <= 1e-3
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """Files exported once per session: {key: path}."""
+    tmp = tmp_path_factory.mktemp("export")
+    cache = {}
+
+    def get(key):
+        if key not in cache:
+            name, kind = key.split(":")
+            if kind == "onnx_pp":
+                cache[key] = export_model(name, "onnx", tmp / f"{name}_pp.onnx", with_postprocess=True)
+            elif kind == "onnx_int8":
+                cache[key] = export_model(name, "onnx", tmp / f"{name}_int8.onnx", int8=True)
+            elif kind == "torchscript":
+                cache[key] = export_model(name, "torchscript", tmp / f"{name}.pt")
+            elif kind == "tflite_split":
+                cache[key] = export_model(name, "tflite", tmp / f"{name}_split.tflite", split_heads=True)
+            else:
+                raise KeyError(key)
+        return cache[key]
+
+    return get
+
+
+@pytest.mark.parametrize("name", ["short_range", "full_range_sparse"])
+def test_onnx_float_matches_pytorch_with_dynamic_batch(exported, name):
+    path = exported(f"{name}:onnx_pp")
+    x = _inputs(get_config(name).input_size, n_random=2)  # batch of 6, exported with batch 2
+    with torch.inference_mode():
+        ref = create_model(name)(x)
+    backend = load_backend(path)
+    _assert_parity(ref, backend(x))
+    assert backend.model_name == name
+
+
+def test_onnx_metadata_describes_the_model(exported):
+    import onnx
+
+    model = onnx.load(str(exported("short_range:onnx_pp")))
+    props = {p.key: p.value for p in model.metadata_props}
+    meta = json.loads(props["blazeface"])
+    cfg = get_config("short_range")
+    assert props["model_name"] == meta["model"] == "short_range"
+    assert meta["anchors"]["strides"] == list(cfg.anchors.strides) and meta["num_anchors"] == 896
+    assert meta["decode"]["box_scale"] == 128.0 and meta["min_score"] == 0.5 and meta["min_suppression"] == 0.3
+    assert meta["input"]["range"] == [-1.0, 1.0] and meta["input"]["shape"] == [-1, 3, 128, 128]
+    assert meta["keypoints"][0] == "right_eye" and len(meta["keypoints"]) == 6
+    assert meta["postprocess"]["nms"] == "weighted"
+    assert not any(p.key for n in model.graph.node for p in n.metadata_props)  # no local stack traces
+
+
+def test_torchscript_float_matches_pytorch(exported):
+    path = exported("short_range:torchscript")
+    x = _inputs(128, n_random=2)
+    with torch.inference_mode():
+        ref = create_model("short_range")(x)
+    backend = load_backend(path)
+    assert backend.metadata["model"] == "short_range" and backend.metadata["anchors"]["input_size"] == 128
+    _assert_parity(ref, backend(x))
+
+
+def test_face_detector_runs_exported_files_like_pytorch(exported):
+    images = _examples() + _seeds()
+    ref = FaceDetector("short_range", device="cpu")(images)
+    for path in (exported("short_range:onnx_pp"), exported("short_range:torchscript")):
+        for a, b in zip(ref, FaceDetector(path, device="cpu")(images)):
+            assert len(a) == len(b)
+            np.testing.assert_allclose(a.xyxy, b.xyxy, atol=0.05)
+            np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
+
+
+_PLAIN_ORT = textwrap.dedent('''
+    import builtins, json, sys
+    real_import = builtins.__import__
+    def guarded(name, *args, **kwargs):
+        if name.split(".")[0] == "blazeface":
+            raise ImportError("blazeface must not be imported here")
+        return real_import(name, *args, **kwargs)
+    builtins.__import__ = guarded
+    import numpy as np, onnxruntime as ort
+    model, inputs, boxes_json = sys.argv[1:4]
+    sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    meta = json.loads(sess.get_modelmeta().custom_metadata_map["blazeface"])
+    x = np.load(inputs)
+    boxes, kps, scores, batch = sess.run(["boxes", "keypoints", "scores", "batch_index"], {"input": x})
+    letterboxes = json.loads(open(boxes_json).read())
+    out = []
+    for b, lb in enumerate(letterboxes):  # undo the letterbox: x_src = x_norm * side + x0
+        sel = batch == b
+        off = np.array([lb["x0"], lb["y0"]] * 2, np.float32)
+        out.append({"boxes": (boxes[sel] * lb["side"] + off).tolist(), "scores": scores[sel].tolist(),
+                    "keypoints": (kps[sel] * lb["side"] + off[:2]).tolist()})
+    print(json.dumps({"model": meta["model"], "images": out}))
+    assert not any(m.split(".")[0] == "blazeface" for m in sys.modules)
+''')
+
+
+def test_onnx_with_postprocess_runs_in_plain_onnxruntime(exported, tmp_path):
+    path = exported("short_range:onnx_pp")
+    images = _examples() + _seeds()
+    tensors, boxes = [], []
+    for p in images:
+        t, lb = letterbox(torch.from_numpy(read_image(p).copy()), 128)
+        tensors.append(t)
+        boxes.append({"x0": lb.x0, "y0": lb.y0, "side": lb.side})
+    np.save(tmp_path / "x.npy", torch.stack(tensors).numpy())
+    (tmp_path / "lb.json").write_text(json.dumps(boxes))
+    (tmp_path / "run.py").write_text(_PLAIN_ORT)
+    proc = subprocess.run([sys.executable, "-I", str(tmp_path / "run.py"), str(path), str(tmp_path / "x.npy"),
+                           str(tmp_path / "lb.json")], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["model"] == "short_range"
+    ref = FaceDetector("short_range", device="cpu")(images)
+    total = 0
+    for det, got in zip(ref, result["images"]):
+        assert len(got["scores"]) == len(det)
+        total += len(det)
+        if len(det):
+            np.testing.assert_allclose(np.asarray(got["boxes"]), det.xyxy, atol=0.01)
+            np.testing.assert_allclose(np.asarray(got["keypoints"]), det.keypoints, atol=0.01)
+            np.testing.assert_allclose(np.asarray(got["scores"]), det.scores, atol=1e-5)
+    assert total >= 8  # 4 examples + 1 + 3 + 4 seed faces, less the profile
+
+
+def test_int8_onnx_finds_the_same_faces_as_float(exported):
+    """Every face float finds clearly (score ≥ threshold + 0.1) int8 finds too, and the other way round, at IoU ≥ 0.9.
+    Faces scoring within 0.1 of the threshold may flip (int8 moves scores by up to ~0.1 on the seed images)."""
+    path = exported("short_range:onnx_int8")
+    backend = load_backend(path)
+    assert backend.metadata["quantization"]["int8"] is True
+    images = _examples() + _seeds()
+    ref = FaceDetector("short_range", device="cpu")(images)
+    got = FaceDetector(path, device="cpu")(images)
+    clear = FaceDetector("short_range", device="cpu").min_score + 0.1
+    faces = 0
+    for p, a, b in zip(images, ref, got):
+        for x, y in ((a, b), (b, a)):
+            sure = x[np.flatnonzero(x.scores >= clear)]
+            if len(sure):
+                assert len(y), p.name
+                iou = box_iou(torch.from_numpy(sure.xyxy), torch.from_numpy(y.xyxy))
+                assert float(iou.max(1).values.min()) >= 0.9, p.name
+        faces += int((a.scores >= clear).sum())
+    assert faces >= 6
+
+
+def test_int8_onnx_weights_are_small(exported):
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(exported("short_range:onnx_int8")))
+    weight_bytes = sum(numpy_helper.to_array(i).nbytes for i in model.graph.initializer)
+    assert weight_bytes <= 130_000
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in model.graph.node}
+
+
+def test_tflite_backend_runs_mediapipe_files():
+    """MediaPipe's own .tflite (no metadata): recognised by shape, same faces as PyTorch."""
+    images = _examples()
+    ref = FaceDetector("short_range", device="cpu")(images)
+    det = FaceDetector(tflite_model("short_range"), device="cpu")
+    assert det.model_name == "short_range"
+    for a, b in zip(ref, det(images)):
+        assert len(a) == len(b)
+        np.testing.assert_allclose(a.xyxy, b.xyxy, atol=0.1)
+
+
+def test_tflite_export_split_heads_reads_back(exported):
+    from blazeface.convert import TFLiteGraph, convert_tflite
+
+    path = exported("short_range:tflite_split")
+    g = TFLiteGraph.from_file(path)
+    assert [g.tensors[t].shape for t in g.outputs] == [(1, 512, 16), (1, 512, 1), (1, 384, 16), (1, 384, 1)]
+    assert [g.tensors[t].shape for t in g.inputs] == [(1, 128, 128, 3)]
+    name, state = convert_tflite(path)
+    assert name == "short_range"
+    shipped = create_model("short_range").state_dict()
+    assert all(torch.equal(state[k], shipped[k]) for k in shipped)
+    backend = load_backend(path)
+    assert backend.metadata["model"] == "short_range"
+    x = _inputs(128)
+    with torch.inference_mode():
+        ref = create_model("short_range")(x)
+    _assert_parity(ref, backend(x))
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".tflite", ".pt"])
+def test_truncated_model_file_is_a_clear_error(exported, tmp_path, suffix):
+    source = {".onnx": exported("short_range:onnx_pp"), ".pt": exported("short_range:torchscript"),
+              ".tflite": tflite_model("short_range")}[suffix]
+    bad = tmp_path / f"truncated{suffix}"
+    bad.write_bytes(source.read_bytes()[:3000])
+    with pytest.raises(ModelFileError, match=f"truncated{suffix}"):
+        FaceDetector(bad, device="cpu")
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".tflite", ".pt"])
+def test_wrong_format_model_file_is_a_clear_error(tmp_path, suffix):
+    bad = tmp_path / f"model{suffix}"
+    bad.write_text("this is not a model")
+    with pytest.raises(ModelFileError, match=f"model{suffix}"):
+        FaceDetector(bad, device="cpu")
+
+
+def test_missing_model_file_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(FileNotFoundError, match="nope.onnx"):
+        FaceDetector(tmp_path / "nope.onnx")
+    assert main(["detect", str(EXAMPLES), "--model", str(tmp_path / "nope.onnx"), "--quiet"]) == 2
+    assert "nope.onnx" in capsys.readouterr().err
+
+
+def test_cli_export_and_detect_with_the_file(tmp_path, capsys):
+    out = tmp_path / "sr.pt"
+    assert main(["export", "short_range", "--format", "torchscript", "-o", str(out)]) == 0
+    assert out.is_file()
+    capsys.readouterr()
+    assert main(["detect", str(EXAMPLES / "grace_hopper.jpg"), "--model", str(out), "--quiet"]) == 0
+    rec = json.loads(capsys.readouterr().out.strip())
+    assert rec["model"] == "short_range" and len(rec["faces"]) == 1 and rec["error"] is None
+
+
+def test_cli_export_refuses_bad_combinations(tmp_path, capsys):
+    assert main(["export", "short_range", "--format", "torchscript", "--with-postprocess",
+                 "-o", str(tmp_path / "x.pt")]) == 1
+    assert "ONNX only" in capsys.readouterr().err
+    assert main(["export", "short_range", "-o", str(tmp_path / "x.bin")]) == 1
+    assert "unknown export format" in capsys.readouterr().err
