@@ -113,11 +113,18 @@ class OnnxBackend(FileBackend):
 
 class TFLiteBackend(FileBackend):
     """A ``.tflite`` file in the LiteRT interpreter: NHWC or NCHW input, float or int8 I/O, outputs
-    concatenated or split per head (finer grid first), run one image at a time (batch 1 graphs)."""
+    concatenated or split per head (finer grid first), run one image at a time (batch 1 graphs).
+
+    One image runs with ``num_threads`` threads; a batch is shared between ``num_threads`` single-threaded
+    interpreters working on different images at once (faster than threads sharing each layer of one image).
+    """
 
     kind = "tflite"
 
     def __init__(self, path: Path, num_threads: int | None = None) -> None:
+        self.threads = max(1, num_threads or 1)
+        self._workers: list[Any] = []
+        self._pool: Any = None
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError as exc:  # pragma: no cover
@@ -153,7 +160,22 @@ class TFLiteBackend(FileBackend):
         return (value.astype(np.float32) - zero) * scale
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        it = self.interpreter
+        if self.threads == 1 or len(batch) < 2:
+            return self._run(self.interpreter, batch)
+        if not self._workers:
+            from concurrent.futures import ThreadPoolExecutor
+
+            from ai_edge_litert.interpreter import Interpreter
+
+            self._workers = [Interpreter(model_path=str(self.path), num_threads=1) for _ in range(self.threads)]
+            for w in self._workers:
+                w.allocate_tensors()
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="blazeface-litert")
+        parts = np.array_split(np.arange(len(batch)), self.threads)
+        done = list(self._pool.map(lambda w, idx: self._run(w, batch[idx]), self._workers, parts))
+        return np.concatenate([d[0] for d in done]), np.concatenate([d[1] for d in done])
+
+    def _run(self, it: Any, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         regs, logits = [], []
         for img in batch:
             x = img.transpose(1, 2, 0) if self.nhwc else img
