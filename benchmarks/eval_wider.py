@@ -66,7 +66,13 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="timing: the best of this many calls per image")
     p.add_argument("--out", default=str(ROOT / "benchmarks"))
     p.add_argument("--untiled-low", action="store_true", help="also run untiled at the evaluation threshold 0.05")
+    p.add_argument("--results-only", action="store_true",
+                   help="rewrite the RESULTS.md section from an existing eval_wider.json (e.g. after editing the notes)")
     args = p.parse_args(argv)
+    if args.results_only:
+        saved = json.loads((Path(args.out) / "eval_wider.json").read_text())
+        write_results(Path(args.out) / "RESULTS.md", saved["rows"], saved["meta"])
+        return 0
     torch.set_num_threads(args.threads)
     data = Path(args.data)
     gt = read_annotations_json(data / "annotations.json")
@@ -147,7 +153,7 @@ def _ms(r) -> str:
     t = r.get("ms_by_threads")
     if not t:
         return ""
-    return " / ".join(f"{t[k]:.0f}" for k in sorted(t, reverse=True))
+    return " / ".join(f"{t[k]:.0f}" for k in sorted(t, key=int, reverse=True))
 
 
 def write_results(path: Path, rows, meta) -> None:

@@ -1,6 +1,8 @@
 """Multi-scale tiling: the plan covers every face whole, tiles resample exactly like the letterbox, a face cut by
 a tile border is found once, and tiling="off" (the default) changes nothing."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -144,3 +146,31 @@ def test_tiling_finds_small_faces_the_letterbox_misses():
     for t in truth:
         assert (_ious(res.boxes, t) >= 0.5).sum() == 1
     assert len(res) == len(truth)
+
+
+def test_cli_detect_tile_and_eval_model(tmp_path, capsys):
+    from blazeface.cli import main
+
+    from .conftest import shared
+
+    assert main(["detect", str(EXAMPLES / "pillow_hopper.png"), "--model", "full_range_sparse", "--tile",
+                 "--quiet"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert len(rec["faces"]) == 1 and rec["error"] is None
+    ann = shared("wider_val_dev", "annotations.json")
+    out = tmp_path / "r.json"
+    assert main(["eval", str(ann), "--model", "full_range_sparse", "--limit", "2", "--quiet", "--json", str(out),
+                 "--save-detections", str(tmp_path / "d.jsonl")]) == 0
+    printed = capsys.readouterr().out
+    assert "full_range_sparse (min score 0.05)" in printed
+    res = json.loads(out.read_text())
+    settings = next(iter(res.values()))["settings"]
+    assert set(settings) == {"easy", "medium", "hard"}
+    # the saved detections score the same when read back
+    assert main(["eval", str(ann), "--detections", str(tmp_path / "d.jsonl"), "--limit", "2", "--json",
+                 str(tmp_path / "r2.json")]) == 0
+    again = next(iter(json.loads((tmp_path / "r2.json").read_text()).values()))["settings"]
+    for s in settings:  # no easy face in these two images: AP is undefined (null) in both
+        a, b = again[s]["ap"], settings[s]["ap"]
+        assert (a is None and b is None) or a == pytest.approx(b, abs=1e-4)
+    assert settings["easy"]["ap"] is None and settings["hard"]["ap"] is not None

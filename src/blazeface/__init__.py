@@ -12,8 +12,9 @@ from .detector import FaceDetector
 from .io import ImageLoadError, load_image
 from .registry import create_model, get_config, list_models
 from .results import Detections, FaceKeypoint
+from .tiling import TileConfig
 
 __all__ = [
     "__version__", "AnchorOptions", "ModelConfig", "FaceDetector", "ImageLoadError", "load_image",
-    "create_model", "get_config", "list_models", "Detections", "FaceKeypoint",
+    "create_model", "get_config", "list_models", "Detections", "FaceKeypoint", "TileConfig",
 ]

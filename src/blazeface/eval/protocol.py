@@ -134,7 +134,7 @@ class SettingResult:
     num_detections: int  # counted detections at the lowest cut-off
 
     def to_dict(self, curve: bool = True) -> dict[str, Any]:
-        out: dict[str, Any] = {"ap": round(self.ap, 6), "faces": self.num_faces, "found": self.num_found,
+        out: dict[str, Any] = {"ap": round(self.ap, 6) if np.isfinite(self.ap) else None, "faces": self.num_faces, "found": self.num_found,
                                "detections": self.num_detections}
         if curve:
             out["precision"] = [None if not np.isfinite(p) else round(float(p), 5) for p in self.precision]
