@@ -17,6 +17,7 @@ from .io import ImageInput, ImageLoadError, describe, load_image
 from .nn.blazenet import BlazeNet
 from .ops.anchors import generate_anchors
 from .ops.boxes import decode_boxes, scores_from_logits
+from .ops._array import argsort_desc
 from .ops.nms import NMSMode, non_max_suppression
 from .inference import Backend, BackendName, is_model_file, load_backend, make_backend
 from .preprocess import Letterbox, letterbox, letterbox_numpy
@@ -251,8 +252,11 @@ class FaceDetector:
         return scores, boxes, keypoints, keep
 
     def postprocess(self, regressors: torch.Tensor, logits: torch.Tensor, letterboxes: Sequence[Letterbox],
-                    paths: Sequence[str | None] | None = None) -> list[Detections]:
+                    paths: Sequence[str | None] | None = None, max_candidates: int | None = None) -> list[Detections]:
         """Decode raw outputs ``[B, A, 16]`` / ``[B, A, 1]``, threshold, suppress, and map to image pixels.
+
+        ``max_candidates`` keeps only that many best-scoring candidates per image before NMS (bounds the
+        work at low thresholds).
 
         Only anchors whose logit passes a slightly lower bound are decoded (batched, one ``nonzero``);
         the exact MediaPipe test ``sigmoid(clip(logit)) >= min_score`` is then applied to those.
@@ -270,12 +274,19 @@ class FaceDetector:
         out = []
         for b, box in enumerate(letterboxes):
             k = keep & (image_idx == b)
+            if max_candidates is not None and int(k.sum()) > max_candidates:
+                idx = _flatnonzero(k)
+                k = idx[argsort_desc(scores[idx])[:max_candidates]]
             sup = non_max_suppression(boxes[k], scores[k], keypoints[k], self.min_suppression, self.nms,
                                       self.max_faces)
             xyxy = box.to_image(sup.boxes.reshape(-1, 2, 2)).reshape(-1, 4)
             out.append(Detections(_to_numpy(xyxy), _to_numpy(sup.scores), _to_numpy(box.to_image(sup.keypoints)),
                                   (box.width, box.height), self.model_name, paths[b] if paths else None))
         return out
+
+
+def _flatnonzero(x: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    return np.flatnonzero(x) if isinstance(x, np.ndarray) else torch.nonzero(x).squeeze(1)
 
 
 def _isfinite(x: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:

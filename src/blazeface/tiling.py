@@ -161,14 +161,14 @@ def _plan(width: int, height: int, size: int, lo: float, ratio: float, min_face:
     return tiles
 
 
-def _cut_by_border(boxes: torch.Tensor, tile: Tile, margin: float) -> torch.Tensor:
+def _cut_by_border(boxes: np.ndarray, tile: Tile, margin: float) -> np.ndarray:
     """``bool[K]``: detections (normalized to the tile) that touch one of its interior borders."""
+    cut = np.zeros(len(boxes), dtype=bool)
     if not any(tile.interior):
-        return torch.zeros(len(boxes), dtype=torch.bool, device=boxes.device)
-    size = torch.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]).clamp(min=0)
+        return cut
+    size = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]).clip(min=0)
     m = margin * size + 1.0 / tile.region.size  # at least one input pixel
     left, top, right, bottom = tile.interior
-    cut = torch.zeros(len(boxes), dtype=torch.bool, device=boxes.device)
     if left:
         cut |= boxes[:, 0] < m
     if top:
@@ -183,36 +183,32 @@ def _cut_by_border(boxes: torch.Tensor, tile: Tile, margin: float) -> torch.Tens
 def detect_tiled(detector: "FaceDetector", image: "np.ndarray | torch.Tensor", path: str | None = None,
                  config: TileConfig | None = None) -> Detections:
     """Detect faces in one RGB ``[H, W, 3]`` image (a ``uint8`` array, or a tensor on the detector's device)
-    with multi-scale tiles; the tiles are resampled by ``detector.preprocess`` exactly as the letterbox is."""
+    with multi-scale tiles. Each tile is resampled, run and suppressed by the detector's own pipeline
+    (``preprocess`` / ``forward`` / ``postprocess`` with the tile as region); detections cut by an interior tile
+    border are dropped; what is left of every tile and scale merges in one more weighted NMS."""
     config = config or TileConfig()
     height, width = int(image.shape[0]), int(image.shape[1])
     tiles = plan_tiles(width, height, detector.input_size, detector.model_name, config)
     if len(tiles) == 1:  # nothing to tile: exactly the plain pipeline on that one region
         return detector.detect_tensors([image], [path], [tiles[0].region])[0]
-    boxes_out, scores_out, kps_out = [], [], []
+    found: list[Detections] = []
     for start in range(0, len(tiles), detector.batch_size):
         chunk = tiles[start:start + detector.batch_size]
         regions = [t.region for t in chunk]
         batch, _ = detector.preprocess([image] * len(regions), regions)
-        scores, boxes, kps, keep = detector.decode(*detector.forward(batch))
-        for b, tile in enumerate(chunk):
-            k = torch.nonzero(keep[b]).squeeze(1)
-            if len(k) > config.max_candidates:
-                k = k[torch.topk(scores[b][k], config.max_candidates).indices]
-            sup = non_max_suppression(boxes[b][k], scores[b][k], kps[b][k], detector.min_suppression, detector.nms)
-            if len(sup.scores) == 0:
-                continue
-            whole = ~_cut_by_border(sup.boxes, tile, config.border_margin)
-            region = regions[b]
-            boxes_out.append(region.to_image(sup.boxes[whole].reshape(-1, 2, 2)).reshape(-1, 4))
-            kps_out.append(region.to_image(sup.keypoints[whole]))
-            scores_out.append(sup.scores[whole])
-    if not scores_out:
+        per_tile = detector.postprocess(*detector.forward(batch), regions, max_candidates=config.max_candidates)
+        for tile, det in zip(chunk, per_tile):
+            if len(det):
+                r = tile.region
+                offset = np.array([r.x0, r.y0, r.x0, r.y0], dtype=np.float32)
+                found.append(det[np.flatnonzero(~_cut_by_border((det.boxes - offset) / r.side, tile,
+                                                                config.border_margin))])
+    if not found:
         return Detections.empty((width, height), detector.model_name, path)
-    merged = non_max_suppression(torch.cat(boxes_out), torch.cat(scores_out), torch.cat(kps_out),
-                                 detector.min_suppression, detector.nms, detector.max_faces)
-    return Detections(merged.boxes.cpu().numpy(), merged.scores.cpu().numpy(), merged.keypoints.cpu().numpy(),
-                      (width, height), detector.model_name, path)
+    merged = non_max_suppression(np.concatenate([d.boxes for d in found]), np.concatenate([d.scores for d in found]),
+                                 np.concatenate([d.keypoints for d in found]), detector.min_suppression,
+                                 detector.nms, detector.max_faces)
+    return Detections(merged.boxes, merged.scores, merged.keypoints, (width, height), detector.model_name, path)
 
 
 def tiles_per_megapixel(width: int, height: int, size: int, model: str, config: TileConfig | None = None) -> float:
