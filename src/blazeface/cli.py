@@ -1,4 +1,4 @@
-"""Command line: ``blazeface detect``, ``blazeface convert``, ``blazeface models``."""
+"""Command line: ``blazeface detect``, ``blazeface convert``, ``blazeface models``, ``blazeface train``."""
 
 from __future__ import annotations
 
@@ -155,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="list the registered models")
     m.set_defaults(func=run_models)
+
+    from .train.trainer import add_train_parser
+
+    add_train_parser(sub)
     return parser
 
 
