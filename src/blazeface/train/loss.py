@@ -11,12 +11,13 @@ depends only on the offset relative to the face's size, so faces of every size g
 anchors. An anchor layer only takes faces in its size range (``face ≥ lo × cell`` unless it is the finest
 layer, ``face ≤ hi × cell`` unless it is the coarsest), so the 16×16 and 8×8 grids of the 128-pixel models
 share the work as MediaPipe's SSD scales do. Anchors with IoU ≥ ``pos_iou`` are positives, and every face
-also gets its best eligible anchor (forced); anchors with IoU < ``neg_iou`` to every face, and outside every
-ignored face, are negatives; the rest do not count.
+also gets its best eligible anchor (forced); anchors with IoU < ``neg_iou`` to every face of their layer's
+range, and outside every ignored face, are negatives (a face outside a layer's size range is background for that layer); the rest do not count.
 
 **Loss.** Classification: binary cross-entropy with hard-negative mining (``neg_ratio`` negatives per
 positive, the hardest) or focal loss. Regression: smooth L1 on the raw outputs' error divided by the face's
-size (scale-free), on positives; keypoints only where labelled.
+size (scale-free), on positives, averaged per face (a small face with 2 positive anchors weighs as much as
+a large one with 30); keypoints only where labelled.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def encode(boxes: torch.Tensor, keypoints: torch.Tensor, anchors: torch.Tensor, 
     raw_c = (center - axy) / awh * scale
     raw_s = size / awh * scale
     raw_k = (keypoints - axy[:, None]) / awh[:, None] * scale
-    return torch.cat([raw_c, raw_s, raw_k.reshape(len(boxes), -1)], 1)
+    return torch.cat([raw_c, raw_s, raw_k.reshape(len(boxes), keypoints.shape[1] * 2)], 1)
 
 
 def anchor_cells(options: AnchorOptions) -> torch.Tensor:
@@ -69,12 +70,14 @@ def anchor_cells(options: AnchorOptions) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class MatchConfig:
-    pos_iou: float = 0.5
-    neg_iou: float = 0.3
+    pos_iou: float = 0.35
+    neg_iou: float = 0.25
     #: a layer of cell size ``c`` takes faces of side ``lo * c`` to ``hi * c`` (the finest has no lower
     #: bound, the coarsest no upper bound).
     layer_lo: float = 2.0
     layer_hi: float = 8.0
+    #: keep at most this many positives per face (its best by IoU; the others are ignored), ``None``: all.
+    max_per_face: int | None = None
 
 
 @dataclass
@@ -108,12 +111,19 @@ def match_anchors(target: Target | dict, anchors: torch.Tensor, cells: torch.Ten
     valid = ~ignore
     # negatives: far from every face (any layer) and not inside an ignored face (grown by half a cell)
     inside_ignored = (d <= wh[None] / 2 + cell[..., None] / 2).all(-1) & ignore[None]
-    negative = (iou.max(1).values < cfg.neg_iou) & ~inside_ignored.any(1)
+    near = torch.where(eligible | ignore[None], iou, torch.zeros_like(iou))  # other layers' faces are background
+    negative = (near.max(1).values < cfg.neg_iou) & ~inside_ignored.any(1)
     labels[~negative] = -1
     if valid.any():
         iou_v = torch.where(eligible & valid[None], iou, torch.full_like(iou, -1.0))
         best_iou, best_face = iou_v.max(1)
         pos = best_iou >= cfg.pos_iou
+        if cfg.max_per_face is not None:  # only each face's best anchors; the others are ignored
+            top = iou_v.topk(min(cfg.max_per_face, a), dim=0).indices  # [k, G]
+            in_top = torch.zeros_like(iou_v, dtype=torch.bool).scatter_(0, top, True)
+            extra = pos & ~in_top.gather(1, best_face[:, None])[:, 0]
+            pos &= ~extra
+            labels[extra] = -1
         # every valid face gets its best eligible anchor
         forced = iou_v.argmax(0)  # [G]
         gi = torch.nonzero(valid).reshape(-1)
@@ -135,7 +145,7 @@ class LossConfig:
     min_negatives: int = 16
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
-    box_weight: float = 2.0
+    box_weight: float = 5.0
     keypoint_weight: float = 1.0
     smooth_l1_beta: float = 0.05
 
@@ -162,7 +172,8 @@ class DetectionLoss(torch.nn.Module):
         regressors = regressors.float()
         logits = logits.float()[..., 0]
         device = regressors.device
-        labels, reg_t, reg_p, rel, kp_m = [], [], [], [], []
+        labels, reg_t, reg_p, rel, kp_m, weight = [], [], [], [], [], []
+        num_faces = 0
         for b, target in enumerate(targets):
             m = match_anchors(target, self.anchors, self.cells, self.match_cfg)
             labels.append(m.labels)
@@ -177,6 +188,9 @@ class DetectionLoss(torch.nn.Module):
                 wh = boxes[:, 2:] - boxes[:, :2]
                 rel.append(wh.prod(-1).clamp(min=1e-8).sqrt() * self.scale / self.anchors[idx, 2])
                 kp_m.append(mask)
+                counts = torch.bincount(faces)
+                weight.append(1.0 / counts[faces].float())  # every face weighs the same, whatever its anchors
+                num_faces += int((counts > 0).sum())
         labels_t = torch.stack(labels)
         num_pos = max(int((labels_t == 1).sum()), 1)
         cls = self._classification(logits, labels_t) / num_pos
@@ -184,9 +198,11 @@ class DetectionLoss(torch.nn.Module):
             t, p = torch.cat(reg_t), torch.cat(reg_p)
             err = (p - t) / torch.cat(rel)[:, None]  # error relative to the face's size
             per = F.smooth_l1_loss(err, torch.zeros_like(err), reduction="none", beta=self.cfg.smooth_l1_beta)
-            box = per[:, :4].sum() / num_pos
+            per = per * torch.cat(weight)[:, None]
+            box = per[:, :4].sum() / max(num_faces, 1)
             mask = torch.cat(kp_m).repeat_interleave(2, dim=1).float()
-            kp = (per[:, 4:] * mask).sum() / max(float(mask.sum()) / 12.0, 1.0)
+            kp_faces = (torch.cat(weight) * torch.cat(kp_m).any(1).float()).sum()
+            kp = (per[:, 4:] * mask).sum() / kp_faces.clamp(min=1.0)
         else:
             box = kp = regressors.sum() * 0.0
         total = cls + self.cfg.box_weight * box + self.cfg.keypoint_weight * kp

@@ -141,14 +141,20 @@ def evaluate_detections(detections: Sequence[tuple[np.ndarray, np.ndarray, np.nd
 
 def run_detector(detector, samples: Sequence[Sample], images: dict[str, np.ndarray] | None = None,
                  progress: bool = False) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Run a :class:`~blazeface.FaceDetector` on the samples' images → ``(boxes, scores, keypoints)`` each."""
+    """Run a :class:`~blazeface.FaceDetector` on the samples' images → ``(boxes, scores, keypoints)`` each
+    (``images``: a cache of decoded images by path, filled as they are read)."""
     from tqdm import tqdm
 
     from ..io import load_image
 
     out = []
     for s in tqdm(samples, desc="evaluate", unit="img", disable=not progress, leave=False):
-        img = images[s.path] if images is not None and s.path in images else load_image(s.path)
+        if images is not None:
+            if s.path not in images:
+                images[s.path] = load_image(s.path)
+            img = images[s.path]
+        else:
+            img = load_image(s.path)
         d = detector.detect_tensors([img])[0]
         out.append((d.xyxy, d.scores, d.keypoints))
     return out

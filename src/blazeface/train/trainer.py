@@ -70,7 +70,8 @@ class TrainConfig:
     progress: bool = True
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    match: MatchConfig = field(default_factory=MatchConfig)
+    #: ``None``: :func:`default_match` for the model.
+    match: MatchConfig | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -80,7 +81,8 @@ class TrainConfig:
         d = dict(d)
         aug = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.pop("augment", {}).items()})
         loss = LossConfig(**d.pop("loss", {}))
-        match = MatchConfig(**d.pop("match", {}))
+        match = MatchConfig(**d["match"]) if d.get("match") else None
+        d.pop("match", None)
         if d.get("face_range") is not None:
             d["face_range"] = tuple(d["face_range"])
         return cls(**d, augment=aug, loss=loss, match=match)
@@ -89,6 +91,17 @@ class TrainConfig:
 def default_face_range(config: ModelConfig) -> tuple[float, float]:
     finest = min(config.anchors.strides) / config.input_size
     return (2.0 * finest, config.anchors.max_scale)
+
+
+def default_match(config: ModelConfig) -> MatchConfig:
+    """Matching that agrees with how the shipped models fire: the full-range models (one fine 48×48 grid) fire
+    on the 2–4 anchors nearest a face (offsets up to ~0.15 of its size, a face-sized-box IoU ≥ ~0.57; elsewhere
+their regressors do not point at the face), the
+    128/256-pixel models on anchors up to ~0.3–0.4 of the face's size away (IoU ≈ 0.3–0.4): fine-tuning with a
+    broader positive set than the model's own would fight its calibration."""
+    if config.anchors.num_layers == 1:
+        return MatchConfig(pos_iou=0.6, neg_iou=0.35, max_per_face=3)
+    return MatchConfig(pos_iou=0.35, neg_iou=0.25)
 
 
 def default_min_face(config: ModelConfig) -> float:
@@ -197,7 +210,8 @@ class Trainer:
         self.dataset = TrainDataset(train, mc.input_size, config.augment, self.face_range, self.min_face,
                                     config.seed, config.repeats, config.cache_images)
         self.val = list(val) if val else []
-        self.criterion = DetectionLoss(mc.anchors, mc.box_scale, config.loss, config.match).to(self.device)
+        self.criterion = DetectionLoss(mc.anchors, mc.box_scale, config.loss,
+                                       config.match or default_match(mc)).to(self.device)
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.steps_per_epoch = math.ceil(len(self.dataset) / config.batch_size)
         total = max(1, self.steps_per_epoch * config.epochs)
@@ -217,7 +231,8 @@ class Trainer:
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.best_ap = -1.0
-        self._val_images: dict[str, np.ndarray] | None = {} if config.cache_images else None
+        #: decoded validation images by path (filled as they are read when ``cache_images``).
+        self.val_images: dict[str, np.ndarray] | None = {} if config.cache_images else None
 
     # --- checkpoints ------------------------------------------------------------------------------
     def save_weights(self, path: str | Path) -> Path:
@@ -310,7 +325,7 @@ class Trainer:
         weights = weights or self.save_weights(self.out / "last.safetensors")
         det = FaceDetector(self.model_config.name, device=self.device, weights=weights, backend="torch",
                            min_score=self.config.val_min_score if min_score is None else min_score)
-        return evaluate(det, self.val, self._val_images, progress=False)
+        return evaluate(det, self.val, self.val_images, progress=False)
 
     def fit(self) -> list[dict[str, float]]:
         """Train for the remaining epochs; returns the history (one dict per epoch, as in ``log.csv``)."""
