@@ -3,7 +3,7 @@
 One command::
 
     python benchmarks/train_wider.py [--data ../shared/data/wider_val_dev/annotations.json] [--images DIR]
-                                     [--model full_range] [--epochs 8] [--out runs/train_wider]
+                                     [--model full_range] [--epochs 6] [--out runs/train_wider]
 
 ``--data`` is any annotation file ``blazeface.train.load_annotations`` reads whose images carry a WIDER event
 (the wider_val_dev json, or a WIDER ``*_bbx_gt.txt`` whose paths start with the event folder). Split: events
@@ -66,10 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=str(SHARED / "wider_val_dev" / "annotations.json"))
     p.add_argument("--images", default=None, help="image folder (default: beside the annotations)")
     p.add_argument("--model", default="full_range")
-    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--repeats", type=int, default=3, help="passes over the training images per epoch")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--box-weight", type=float, default=5.0, help="box regression loss weight (0: classifier only)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: fastest on a busy machine)")
     p.add_argument("--device", default=None)
