@@ -404,7 +404,7 @@ def add_train_parser(sub: Any) -> None:
                    help="hold back every 2nd WIDER event (in numeric order) of --data for validation")
     t.add_argument("--epochs", type=int, default=10)
     t.add_argument("--batch-size", type=int, default=16)
-    t.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 2e-3 scratch, 2e-4 otherwise)")
+    t.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 2e-3 scratch, 1e-4 otherwise)")
     t.add_argument("--weight-decay", type=float, default=1e-4)
     t.add_argument("--loss", default="ohem", choices=["ohem", "focal"], help="classification loss (default: ohem)")
     t.add_argument("--repeats", type=int, default=1, help="passes over the images per epoch (default: 1)")
@@ -447,7 +447,7 @@ def run_train(args: argparse.Namespace, stdout: TextIO) -> int:
     scratch = args.init == "scratch"
     config = TrainConfig(
         model=get_config(args.model).name, init=args.init, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr if args.lr is not None else (2e-3 if scratch else 2e-4), weight_decay=args.weight_decay,
+        lr=args.lr if args.lr is not None else (2e-3 if scratch else 1e-4), weight_decay=args.weight_decay,
         seed=args.seed, device=args.device, amp=not args.no_amp, threads=args.threads, workers=args.workers, repeats=args.repeats,
         cache_images=args.cache, progress=not args.quiet, loss=LossConfig(classification=args.loss),
         augment=AugmentConfig.off() if args.no_augment else AugmentConfig(),
