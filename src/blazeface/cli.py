@@ -1,4 +1,4 @@
-"""Command line: ``blazeface detect``, ``blazeface convert``, ``blazeface models``, ``blazeface video``."""
+"""Command line: ``blazeface detect | convert | export | models | video | eval | train``."""
 
 from __future__ import annotations
 
@@ -180,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=run_models)
     add_video_parser(sub)
     add_eval_parser(sub)
+    from .train.trainer import add_train_parser
+
+    add_train_parser(sub)
     return parser
 
 
