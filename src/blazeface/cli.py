@@ -41,6 +41,10 @@ def _annotation_path(out_dir: Path, path: str, taken: set[str]) -> Path:
 
 
 def run_detect(args: argparse.Namespace, stdout: TextIO) -> int:
+    if getattr(args, "engine", "local") == "ray":  # scale-out: blazeface.distributed (extra [ray])
+        from .distributed.cli import run as run_ray
+
+        return run_ray(args, stdout)
     from tqdm import tqdm
 
     from .detector import FaceDetector
@@ -144,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="inference backend (default: auto = ONNX Runtime on the CPU when installed)")
     d.add_argument("--workers", type=int, default=None, help="image decoding threads (default: up to 4)")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
+    from .distributed.cli import add_arguments as add_ray_arguments
+
+    add_ray_arguments(d)
     d.set_defaults(func=run_detect)
 
     c = sub.add_parser("convert", help="convert a MediaPipe .tflite face detector to .safetensors")
@@ -165,6 +172,10 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int
         parser.error("--min-score must be in [0, 1]")
     if getattr(args, "batch_size", 1) < 1:
         parser.error("--batch-size must be at least 1")
+    if args.command == "detect":
+        from .distributed.cli import check_local_args
+
+        check_local_args(args, parser)
     return int(args.func(args, stdout or sys.stdout))
 
 
