@@ -1,8 +1,10 @@
 """What a job reads: image files (a folder, a glob, single files) listed on the driver, or manifests
 (Parquet / JSONL tables with a path column and, optionally, the encoded image bytes) read by Ray Data.
 
-Every input row has ``path`` (the name recorded in the output), ``rel`` (where its blurred copy and crops go,
-relative to the output folders) and ``error`` (set when listing already failed, e.g. a missing file).
+Every listed input is a row with ``path`` (the name recorded in the output), ``rel`` (where its blurred copy and
+crops go, relative to the output folders) and ``error`` (set when listing already failed, e.g. a missing file).
+A manifest becomes *units* (one Parquet row group, or one JSONL file) that the actors read themselves: no
+read tasks compete with the actors for CPUs, and image bytes go from storage to the actor that decodes them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from .filesystem import glob_to_regex, has_magic, is_uri, resolve
 PARQUET_SUFFIXES = (".parquet", ".pq")
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz")
 
-ROW_SCHEMA = pa.schema([("path", pa.string()), ("rel", pa.string()), ("error", pa.string())])
+ROW_SCHEMA = pa.schema([("path", pa.string()), ("rel", pa.string()), ("error", pa.string()),
+                        ("unit_file", pa.string()), ("unit_kind", pa.string()), ("unit_group", pa.int32())])
 
 
 class InputError(ValueError):
@@ -33,7 +36,6 @@ class Manifest:
     kind: str  # "parquet" | "jsonl"
     fs: pafs.FileSystem
     paths: list[str]
-    scheme_prefix: str = ""  # re-attached to relative names for blur / crops
 
 
 @dataclass
@@ -44,6 +46,21 @@ class InputPlan:
 
     def table(self) -> pa.Table:
         return pa.Table.from_pylist(self.rows, schema=ROW_SCHEMA)
+
+    def units(self) -> pa.Table:
+        """One row per manifest unit: a Parquet row group, or a whole JSONL file."""
+        rows = []
+        for m in self.manifests:
+            for path in m.paths:
+                if m.kind == "parquet":
+                    import pyarrow.parquet as pq
+
+                    with m.fs.open_input_file(path) as f:
+                        groups = pq.ParquetFile(f).metadata.num_row_groups
+                    rows += [{"unit_file": path, "unit_kind": "parquet", "unit_group": g} for g in range(groups)]
+                else:
+                    rows.append({"unit_file": path, "unit_kind": "jsonl", "unit_group": 0})
+        return pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
 
 
 def _is_image(path: str) -> bool:
@@ -99,7 +116,7 @@ def plan_inputs(inputs: list[str], filesystem: object | None = None) -> InputPla
             if manifests and len(manifests) == len(files):
                 kinds = {_manifest_kind(f) for f in manifests}
                 for kind in sorted(kinds):
-                    plan.manifests.append(Manifest(kind, fs, [f for f in manifests if _manifest_kind(f) == kind], prefix))
+                    plan.manifests.append(Manifest(kind, fs, [f for f in manifests if _manifest_kind(f) == kind]))
                 continue
             if not files:
                 add(record, posixpath.basename(base), f"{record}: no file matches the pattern")
@@ -115,12 +132,12 @@ def plan_inputs(inputs: list[str], filesystem: object | None = None) -> InputPla
                 for f in images:
                     add(_name(record, base, f), posixpath.relpath(f, base))
             elif any(f.lower().endswith(PARQUET_SUFFIXES) for f in files):
-                plan.manifests.append(Manifest("parquet", fs, [f for f in files if f.lower().endswith(PARQUET_SUFFIXES)], prefix))
+                plan.manifests.append(Manifest("parquet", fs, [f for f in files if f.lower().endswith(PARQUET_SUFFIXES)]))
             else:
                 add(record, posixpath.basename(base.rstrip("/")) or "input",
                     f"{record}: directory contains no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
         elif info.type == pafs.FileType.File and _manifest_kind(base):
-            plan.manifests.append(Manifest(_manifest_kind(base) or "", fs, [base], prefix))
+            plan.manifests.append(Manifest(_manifest_kind(base) or "", fs, [base]))
         else:  # a single file; a missing one is recorded with its error by the worker
             add(record, posixpath.basename(base))
     return plan

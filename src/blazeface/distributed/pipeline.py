@@ -9,8 +9,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
-
 from .. import __version__
 from ..registry import get_config
 from . import output
@@ -65,29 +63,6 @@ def _init_ray(address: str | None, num_cpus: int | None, quiet: bool) -> bool:
         kwargs.update(address=address)
     ray.init(**kwargs)
     return True
-
-
-def _read_manifest(m: Manifest, path_column: str, bytes_column: str | None):  # noqa: ANN202
-    import ray.data
-
-    cols = [path_column] + ([bytes_column] if bytes_column else [])
-    if m.kind == "parquet":
-        ds = ray.data.read_parquet(m.paths, filesystem=m.fs, columns=cols, num_cpus=0)
-    else:
-        ds = ray.data.read_json(m.paths, filesystem=m.fs, lines=True, num_cpus=0)
-        ds = ds.select_columns(cols)
-    renames = {path_column: "path"}
-    if bytes_column:
-        renames[bytes_column] = "bytes"
-    if m.scheme_prefix:
-        prefix = m.scheme_prefix
-
-        def absolute(batch: dict[str, Any]) -> dict[str, Any]:  # manifests listing "bucket/key" on s3://...
-            batch["path"] = np.array([p if "://" in p else prefix + p.lstrip("/") for p in batch["path"]], dtype=object)
-            return batch
-
-        return ds.rename_columns(renames).map_batches(absolute, batch_format="numpy", num_cpus=0)
-    return ds.rename_columns(renames)
 
 
 def _manifest_bytes_column(m: Manifest, bytes_column: str | None) -> str | None:
@@ -202,16 +177,22 @@ def detect_images(
             blur=blur, blur_mode=blur_mode, crops=crops, crop_size=crop_size, filesystem=filesystem,
             output_filesystem=output_filesystem, fault_marker=_fault_marker)
 
-        parts = []
-        if table.num_rows:
-            parts.append(ray.data.from_arrow([table.slice(i, rows_per_file)
-                                              for i in range(0, table.num_rows, rows_per_file)]))
-        for m in plan.manifests:
-            parts.append(_read_manifest(m, path_column, _manifest_bytes_column(m, bytes_column)))
-        ds = parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
+        bcol = bytes_column
+        if plan.manifests and not bcol:
+            bcol = _manifest_bytes_column(plan.manifests[0], None)
+        wcfg.manifest_filesystem, wcfg.path_column, wcfg.bytes_column = plan.fs, path_column, bcol
+        wcfg.rows_per_file = rows_per_file
+        blocks = []
+        if table.num_rows:  # blocks of rows_per_file listed inputs; smaller when that leaves an actor idle
+            per_block = min(rows_per_file, -(-table.num_rows // actors))
+            blocks += [table.slice(i, per_block) for i in range(0, table.num_rows, per_block)]
+        units = plan.units()
+        blocks += [units.slice(i, 1) for i in range(units.num_rows)]  # one manifest unit per block
+        actors = max(1, min(actors, len(blocks)))
+        ds = ray.data.from_arrow(blocks)
         done_arg = [ray.put(done)] if plan.manifests and len(done) else None
-        ds = ds.map_batches(
-            DetectWorker, fn_constructor_kwargs={"config": wcfg, "done": done_arg}, batch_size=rows_per_file,
+        ds = ds.map_batches(  # batch_size=None: one call per block (one part file, or one manifest unit)
+            DetectWorker, fn_constructor_kwargs={"config": wcfg, "done": done_arg}, batch_size=None,
             batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus_per_actor,
             num_gpus=gpus_per_actor or None)  # Ray Data restarts dead actors and retries their batches by default
 

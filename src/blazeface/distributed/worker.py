@@ -72,6 +72,10 @@ class WorkerConfig:
     crop_size: int = 256
     filesystem: Any = None  # for the inputs (None: from each path)
     output_filesystem: Any = None
+    manifest_filesystem: Any = None  # a pyarrow filesystem holding the manifests
+    path_column: str = "path"
+    bytes_column: str | None = None
+    rows_per_file: int = 256
     fault_marker: str | None = None  # tests: the first batch that claims this file kills its actor
 
 
@@ -147,16 +151,66 @@ class DetectWorker:
 
     # --- the batch -------------------------------------------------------------------------------
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
+        """A block of listed inputs (one part file), or manifest units (one part file per ``rows_per_file``)."""
+        n = len(batch["path"])
+        units = _column(batch, "unit_file", n)
+        summaries = []
+        listed = [i for i in range(n) if units[i] is None]
+        if listed:
+            pick = lambda key: [v for i, v in enumerate(_column(batch, key, n)) if units[i] is None]  # noqa: E731
+            summaries.append(self._process([str(p) for p in pick("path")], [None] * len(listed), pick("error"),
+                                           pick("rel")))
+        kinds, groups = _column(batch, "unit_kind", n), _column(batch, "unit_group", n)
+        for i in range(n):
+            if units[i] is not None:
+                for names, blobs in self._read_unit(str(units[i]), str(kinds[i]), int(groups[i])):
+                    summaries.append(self._process(names, blobs, [None] * len(names), [None] * len(names)))
+        return {k: [s[k] for s in summaries] for k in ("file", "rows", "errors", "faces", "skipped")}
+
+    def _read_unit(self, path: str, kind: str, group: int):  # noqa: ANN202 - yields (names, blobs) chunks
+        """The rows of one manifest unit, ``rows_per_file`` at a time (always the same chunks for a unit)."""
+        fs, size = self.cfg.manifest_filesystem, self.cfg.rows_per_file
+        pcol, bcol = self.cfg.path_column, self.cfg.bytes_column
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            with fs.open_input_file(path) as f:
+                cols = [pcol] + ([bcol] if bcol else [])
+                table = pq.ParquetFile(f).read_row_group(group, columns=cols)
+            for start in range(0, table.num_rows, size):
+                chunk = table.slice(start, size)
+                names = [str(p) for p in chunk.column(pcol).to_pylist()]
+                yield names, chunk.column(bcol).to_pylist() if bcol else [None] * len(names)
+            return
+        import gzip
+        import json
+
+        with fs.open_input_stream(path) as raw:
+            data = raw.read()
+        if path.endswith(".gz"):
+            data = gzip.decompress(data)
+        names, blobs = [], []
+        for line in data.decode("utf-8").splitlines():
+            if not line.strip():
+                continue
+            rec = json.loads(line)
+            names.append(str(rec[pcol]))
+            blobs.append(rec.get(bcol or "bytes"))
+            if len(names) == size:
+                yield names, blobs
+                names, blobs = [], []
+        if names:
+            yield names, blobs
+
+    def _process(self, names: list[str], blobs: Sequence[Any], errors: Sequence[Any], rels: Sequence[Any]
+                 ) -> dict[str, Any]:
+        """Decode, detect and write one part file for these inputs (those not already in the output)."""
         from ..stream import prefetch_map
 
-        names = [str(p) for p in batch["path"]]
         n = len(names)
-        blobs = _column(batch, "bytes", n)
-        errors = _column(batch, "error", n)
-        rels = _column(batch, "rel", n)
         todo = np.flatnonzero(~output.isin_sorted(output.digest(names), self.done)) if len(self.done) else np.arange(n)
         if not len(todo):
-            return {"file": [None], "rows": [0], "errors": [0], "faces": [0], "skipped": [n]}
+            return {"file": None, "rows": 0, "errors": 0, "faces": 0, "skipped": n}
         model, version = self.detector.model_name, __version__
         records: dict[int, dict[str, Any]] = {}
         pending: list[tuple[int, np.ndarray]] = []
@@ -183,8 +237,8 @@ class DetectWorker:
         rows = [records[int(i)] for i in todo]
         name = output.write_part(self.out_fs, self.out_dir, rows)
         self._maybe_fail()
-        return {"file": [name], "rows": [len(rows)], "errors": [sum(r["error"] is not None for r in rows)],
-                "faces": [sum(len(r["faces"]) for r in rows)], "skipped": [n - len(rows)]}
+        return {"file": name, "rows": len(rows), "errors": sum(r["error"] is not None for r in rows),
+                "faces": sum(len(r["faces"]) for r in rows), "skipped": n - len(rows)}
 
     def _extras(self, image: np.ndarray, det: Any, name: str, rel: str | None) -> None:
         if self.blur_fs is None and self.crop_fs is None:
