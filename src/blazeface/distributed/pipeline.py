@@ -205,7 +205,7 @@ def detect_images(
             bar = tqdm(total=total, unit="img", desc=f"detect ({cfg.name}, {actors} actors)", file=sys.stderr)
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             for f, n, e, k, s in zip(batch["file"], batch["rows"], batch["errors"], batch["faces"], batch["skipped"]):
-                if f is not None:
+                if int(n):
                     files.add(str(f))
                 processed += int(n)
                 errors += int(e)
