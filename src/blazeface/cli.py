@@ -52,6 +52,10 @@ def _model_arg(value: str) -> str:
 
 
 def run_detect(args: argparse.Namespace, stdout: TextIO) -> int:
+    if getattr(args, "engine", "local") == "ray":  # scale-out: blazeface.distributed (extra [ray])
+        from .distributed.cli import run as run_ray
+
+        return run_ray(args, stdout)
     from tqdm import tqdm
 
     from .detector import FaceDetector
@@ -165,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_detect_options(d)
     d.add_argument("--tile", nargs="?", const="auto", choices=["auto", "off"], default="off",
                    help="multi-scale tiled inference for small faces in large images (default: off)")
+    from .distributed.cli import add_arguments as add_ray_arguments
+
+    add_ray_arguments(d)
     d.set_defaults(func=run_detect)
 
     c = sub.add_parser("convert", help="convert a MediaPipe .tflite face detector to .safetensors")
@@ -193,6 +200,10 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int
         parser.error("--min-score must be in [0, 1]")
     if getattr(args, "batch_size", 1) < 1:
         parser.error("--batch-size must be at least 1")
+    if args.command == "detect":
+        from .distributed.cli import check_local_args
+
+        check_local_args(args, parser)
     return int(args.func(args, stdout or sys.stdout))
 
 
