@@ -29,7 +29,7 @@ from blazeface.align import aligned_crops
 from blazeface.distributed import anonymize, detect_images, read_results
 from blazeface.distributed.filesystem import fs_path, glob_to_regex, resolve
 from blazeface.distributed.output import SCHEMA, digest, isin_sorted, list_parts, part_name
-from blazeface.distributed.worker import decode_image_bytes
+from blazeface.io import decode_image_bytes
 from blazeface.io import ImageLoadError, iter_image_files, read_image
 
 from .conftest import EXAMPLES

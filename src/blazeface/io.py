@@ -6,6 +6,7 @@ in ``[0, 255]``), which :mod:`blazeface.preprocess` letterboxes.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Iterable, Iterator
@@ -111,27 +112,38 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageLoadError(f"{p}: is a directory, not an image")
     if p.stat().st_size == 0:
         raise ImageLoadError(f"{p}: empty file (0 bytes)")
+    return _decode(p, str(p))
+
+
+def decode_image_bytes(data: bytes, name: str) -> np.ndarray:
+    """Decode encoded image bytes exactly as :func:`read_image` decodes a file, with the same errors naming ``name``."""
+    if not data:
+        raise ImageLoadError(f"{name}: empty file (0 bytes)")
+    return _decode(io.BytesIO(data), name)
+
+
+def _decode(source: Path | io.BytesIO, name: str) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(p) as img:
+            with Image.open(source) as img:
                 if img.width * img.height > MAX_IMAGE_PIXELS:
                     raise ImageLoadError(
-                        f"{p}: {img.width}×{img.height} pixels exceeds the limit of {MAX_IMAGE_PIXELS} "
+                        f"{name}: {img.width}×{img.height} pixels exceeds the limit of {MAX_IMAGE_PIXELS} "
                         "(possible decompression bomb)")
                 img.load()
                 img = ImageOps.exif_transpose(img) or img
-                return pil_to_rgb(img, str(p))
+                return pil_to_rgb(img, name)
     except ImageLoadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageLoadError(f"{p}: refused as a possible decompression bomb ({exc})") from exc
+        raise ImageLoadError(f"{name}: refused as a possible decompression bomb ({exc})") from exc
     except Image.UnidentifiedImageError as exc:
-        raise ImageLoadError(f"{p}: not a recognized image file") from exc
+        raise ImageLoadError(f"{name}: not a recognized image file") from exc
     except OSError as exc:
-        raise ImageLoadError(f"{p}: cannot decode image ({exc})") from exc
+        raise ImageLoadError(f"{name}: cannot decode image ({exc})") from exc
     except (ValueError, SyntaxError, MemoryError) as exc:
-        raise ImageLoadError(f"{p}: corrupt image ({type(exc).__name__}: {exc})") from exc
+        raise ImageLoadError(f"{name}: corrupt image ({type(exc).__name__}: {exc})") from exc
 
 
 def load_image(source: ImageInput, bgr: bool = False) -> np.ndarray:

@@ -9,48 +9,17 @@ file named by its inputs. It returns one summary row per batch, so results never
 from __future__ import annotations
 
 import base64
-import io
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
 
 from .. import __version__
-from ..io import MAX_IMAGE_PIXELS, ImageLoadError, pil_to_rgb, read_image
+from ..io import ImageLoadError, decode_image_bytes, read_image
 from . import output
 from .filesystem import fs_path, is_local, is_uri, join, read_bytes, resolve, write_bytes
-
-
-def decode_image_bytes(data: bytes, name: str) -> np.ndarray:
-    """Decode encoded image bytes to RGB ``uint8`` ``[H, W, 3]`` exactly as :func:`blazeface.io.read_image`
-    decodes a file (EXIF orientation applied), with the same :class:`ImageLoadError` messages."""
-    if not data:
-        raise ImageLoadError(f"{name}: empty file (0 bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                if img.width * img.height > MAX_IMAGE_PIXELS:
-                    raise ImageLoadError(
-                        f"{name}: {img.width}×{img.height} pixels exceeds the limit of {MAX_IMAGE_PIXELS} "
-                        "(possible decompression bomb)")
-                img.load()
-                img = ImageOps.exif_transpose(img) or img
-                return pil_to_rgb(img, name)
-    except ImageLoadError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageLoadError(f"{name}: refused as a possible decompression bomb ({exc})") from exc
-    except Image.UnidentifiedImageError as exc:
-        raise ImageLoadError(f"{name}: not a recognized image file") from exc
-    except OSError as exc:
-        raise ImageLoadError(f"{name}: cannot decode image ({exc})") from exc
-    except (ValueError, SyntaxError, MemoryError) as exc:
-        raise ImageLoadError(f"{name}: corrupt image ({type(exc).__name__}: {exc})") from exc
 
 
 @dataclass

@@ -13,17 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..ops.boxes import box_iou
 from .data import Sample
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(-1)
-    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(-1)
-    union = area_a[:, None] + area_b[None] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 @dataclass
@@ -58,7 +49,7 @@ def match_detections(detections: Sequence[tuple[np.ndarray, np.ndarray, np.ndarr
         gt = sample.boxes.astype(np.float64)
         tp = np.zeros(len(scores))
         if len(gt) and len(scores):
-            ious = _iou(boxes, gt)
+            ious = box_iou(boxes, gt)
             taken = np.zeros(len(gt), bool)
             for d in range(len(scores)):
                 cand = np.where(counted & ~taken, ious[d], -1.0)

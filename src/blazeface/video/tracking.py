@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..ops.boxes import box_iou
 from ..results import Detections
 from .smoothing import DEFAULT_SMOOTHING, KalmanFilter, Smoother, make_face_smoother
 
@@ -75,17 +76,6 @@ def linear_sum_assignment(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         r, k = k, r
     order = np.argsort(r)
     return r[order], k[order]
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU between boxes ``a [N, 4]`` and ``b [M, 4]`` (xyxy) → ``[N, M]``."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(-1)
-    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(-1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 def _pack(box: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
@@ -167,7 +157,7 @@ class FaceTracker:
         pred = [tr.predict(t) for tr in self.tracks]
         pboxes = np.stack([p[0] for p in pred])
         pkps = np.stack([p[1] for p in pred])  # [T, 6, 2]
-        iou = _iou(pboxes, detections.boxes.astype(np.float64))
+        iou = box_iou(pboxes, detections.boxes.astype(np.float64))
         sizes = np.array([_size(b) for b in pboxes])
         dist = np.linalg.norm(pkps[:, None] - detections.keypoints[None].astype(np.float64), axis=-1).mean(-1)
         dist = dist / sizes[:, None]
