@@ -148,6 +148,9 @@ def main() -> None:
     backends = [b for b in ("onnxruntime", "torch") if b in available_backends()]
     detectors = {b: FaceDetector("short_range", device="cpu", backend=b, threads=args.threads, batch_size=64)
                  for b in backends}
+    tflite_file = SHARED / "models" / "face_detection_short_range.tflite"
+    if tflite_file.is_file():  # our pipeline with MediaPipe's own network file in LiteRT (XNNPACK)
+        detectors["litert file"] = FaceDetector(str(tflite_file), device="cpu", threads=args.threads, batch_size=64)
 
     # Peers first, then ours, then MediaPipe again: the machine is shared, so interleave.
     mp1 = mediapipe_peer(args.mediapipe_python, list(images.values()), args.repeat)
@@ -209,7 +212,9 @@ def write_results(r: dict) -> None:
         "",
         f"`python benchmarks/bench_speed.py --mediapipe-python PATH --write`, commit `{m['commit']}`, {m['date']}, "
         f"{m['machine']}, {r['threads']} threads, torch {m['torch']}, load average at the end {m['load_average']:.2f}. "
-        "Medians; every peer ran in the same run (MediaPipe before and after ours, its better number kept).",
+        "Medians; every peer ran in the same run (MediaPipe before and after ours, its better number kept). "
+        "*litert file* = this package's pipeline (letterbox, decoding, NMS, batching) running MediaPipe's own "
+        "`face_detection_short_range.tflite` in LiteRT, `FaceDetector(path)`.",
         "",
         "| case | " + " | ".join(f"blazeface {b}" for b in r["cases"]["1280x720"]) + " | MediaPipe 0.10.14 | ratio (best / MediaPipe) |",
         "|---|" + "---|" * (len(r["cases"]["1280x720"]) + 2),
