@@ -80,3 +80,19 @@ def test_models_command():
     out = io.StringIO()
     assert main(["models"], stdout=out) == 0
     assert "short_range" in out.getvalue() and "full_range_sparse" in out.getvalue()
+
+
+def test_detect_works_without_any_extra():
+    """The core install (torch, numpy, Pillow, safetensors, tqdm) runs `blazeface detect`: no extra is imported."""
+    import subprocess
+    import sys
+
+    blocked = ["pyarrow", "ray", "cv2", "av", "onnx", "onnxruntime", "onnxscript", "matplotlib", "scipy", "tflite",
+               "ai_edge_litert", "litert_torch", "fsspec"]
+    code = ("import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in blocked) +
+            "from blazeface.cli import main\n"
+            f"sys.exit(main(['detect', {str(EXAMPLES / 'astronaut.png')!r}, '--quiet']))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    record = json.loads(res.stdout.splitlines()[-1])
+    assert record["error"] is None and len(record["faces"]) == 1

@@ -4,11 +4,22 @@
 >>> summary = detect_images("s3://bucket/photos/", "s3://bucket/faces/", blur="s3://bucket/blurred/")
 >>> table = read_results("s3://bucket/faces/")   # pyarrow.Table: path, width, height, faces, error, ...
 
-Importing this package does not import Ray; :func:`detect_images` does.
+Importing this package imports neither Ray nor pyarrow (so that ``blazeface detect`` works without the extra);
+the names below load their modules on first use.
 """
 
-from .anonymize import anonymize
-from .output import SCHEMA, read_results
-from .pipeline import DEFAULT_ROWS_PER_FILE, JobSummary, detect_images
+from __future__ import annotations
 
-__all__ = ["DEFAULT_ROWS_PER_FILE", "JobSummary", "SCHEMA", "anonymize", "detect_images", "read_results"]
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {"anonymize": "anonymize", "SCHEMA": "output", "read_results": "output",
+            "DEFAULT_ROWS_PER_FILE": "pipeline", "JobSummary": "pipeline", "detect_images": "pipeline"}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
