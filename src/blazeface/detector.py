@@ -20,7 +20,7 @@ from .ops.boxes import decode_boxes, scores_from_logits
 from .ops._array import argsort_desc
 from .ops.nms import NMSMode, non_max_suppression
 from .inference import Backend, BackendName, is_model_file, load_backend, make_backend
-from .preprocess import Letterbox, letterbox, letterbox_numpy
+from .preprocess import Letterbox, letterbox_batch, letterbox_numpy
 from .registry import create_model, get_config
 from .results import Detections
 from .tiling import TileConfig, TilingArg, detect_tiled, resolve_tiling
@@ -228,28 +228,13 @@ class FaceDetector:
             for i, img in enumerate(images):
                 boxes.append(letterbox_numpy(img, s, regions[i] if regions else None, out=batch[i])[1])
             return torch.from_numpy(batch), boxes
-        tensors = []
-        for i, img in enumerate(images):
-            t = _from_numpy(img) if isinstance(img, np.ndarray) else img
-            tensor, box = letterbox(t.to(self.device), s, regions[i] if regions else None)
-            tensors.append(tensor)
-            boxes.append(box)
-        return torch.stack(tensors), boxes
+        on_device = [(_from_numpy(i) if isinstance(i, np.ndarray) else i).to(self.device) for i in images]
+        return letterbox_batch(on_device, s, list(regions) if regions else None)
 
     def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The raw network (on the chosen backend) on ``Tensor[B, 3, S, S]`` in ``[-1, 1]`` →
         ``(regressors [B, A, 16], logits [B, A, 1])``."""
         return self.backend(batch)
-
-    def decode(self, regressors: torch.Tensor, logits: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Raw outputs → ``scores [B, A]``, ``boxes [B, A, 4]``, ``keypoints [B, A, 6, 2]`` (normalized to the
-        network input) and ``keep [B, A]``: score at least ``min_score``, finite box of non-negative size."""
-        scores = scores_from_logits(logits.float(), self.config.score_clip)
-        boxes, keypoints = decode_boxes(regressors.float(), self.anchors.to(regressors.device), self.config.box_scale)
-        size = boxes[..., 2:] - boxes[..., :2]
-        keep = (scores >= self.min_score) & (size >= 0).all(-1) & torch.isfinite(boxes).all(-1)
-        return scores, boxes, keypoints, keep
 
     def postprocess(self, regressors: torch.Tensor, logits: torch.Tensor, letterboxes: Sequence[Letterbox],
                     paths: Sequence[str | None] | None = None, max_candidates: int | None = None) -> list[Detections]:
