@@ -10,7 +10,7 @@ from blazeface.io import read_image
 from blazeface.preprocess import Letterbox, letterbox, letterbox_numpy
 from blazeface.registry import create_model
 
-from .conftest import EXAMPLES, shared
+from .conftest import EXAMPLES, shared, tflite_model
 
 MODELS = ["short_range", "back", "full_range", "full_range_sparse"]
 
@@ -68,6 +68,24 @@ def test_numpy_and_torch_letterbox_are_bit_identical(size):
                               letterbox_numpy(img, size, region)[0])
 
 
+def test_opencv_and_numpy_resampling_are_bit_identical():
+    """cv2.remap with our fixed-point maps gives the numpy gather's values, for any size, aspect and square
+    (centred letterboxes, tiles inside, across and far outside the image)."""
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        width, height = int(rng.integers(1, 1500)), int(rng.integers(1, 1500))
+        img = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        size = int(rng.choice([128, 192, 256]))
+        if trial % 2:
+            region = Letterbox.centered(width, height, size)
+        else:
+            side = float(rng.uniform(3, 2 * max(width, height)))
+            region = Letterbox(width, height, size, float(rng.uniform(-side, width)), float(rng.uniform(-side, height)), side)
+        a, _ = letterbox_numpy(img, size, region, use_opencv=True)
+        b, _ = letterbox_numpy(img, size, region, use_opencv=False)
+        assert np.array_equal(a, b), (width, height, region)
+
+
 def test_letterbox_hand_checked():
     # A 2×1 image letterboxed to 2×2: side 2, y0 = -0.5; tensor pixel (j, i) samples (j, i - 0.5).
     img = np.array([[[255, 0, 0], [0, 255, 0]]], dtype=np.uint8)
@@ -92,3 +110,24 @@ def test_fp16_tolerance_documented_in_readme(model):
         reg16, logits16 = create_model(model).half()(x.half())
     assert (torch.sigmoid(logits16.float()) - torch.sigmoid(logits)).abs().max() <= 5e-3
     assert (reg16.float() - reg).abs().max() <= 0.5
+
+
+@pytest.mark.parametrize("kind", ["onnxruntime", "tflite file"])
+def test_parallel_batch_pipeline_equals_one_image_at_a_time(kind):
+    """A CPU batch runs as chunks through the whole pipeline on worker threads: the same detections, in input
+    order, as each image alone (images of different sizes, one without a face)."""
+    model = "short_range" if kind == "onnxruntime" else str(tflite_model("short_range"))
+    images = [read_image(EXAMPLES / n) for n in ["astronaut.png", "grace_hopper.jpg", "camera.png", "pillow_hopper.png"]]
+    images += [np.zeros((300, 200, 3), np.uint8), images[1][::2, ::2].copy(), images[0][:, 100:].copy()]
+    detector = FaceDetector(model, device="cpu", threads=2)
+    assert detector._runs_in_parallel(images)
+    batch = detector(images)
+    single = FaceDetector(model, device="cpu", threads=1)
+    assert not single._runs_in_parallel(images)
+    for image, got in zip(images, batch):
+        want = single(image)
+        assert got.image_size == (image.shape[1], image.shape[0])
+        assert len(got) == len(want)
+        np.testing.assert_allclose(got.boxes, want.boxes, atol=1e-3)
+        np.testing.assert_allclose(got.scores, want.scores, atol=1e-5)
+    assert [len(d) for d in batch[:5]] == [1, 1, 1, 1, 0]

@@ -123,6 +123,8 @@ class FaceDetector:
         p = min(max(self.min_score, 1e-7), 1 - 1e-7)
         self._logit_floor = math.log(p / (1 - p)) - 0.01  # a cheap pre-filter; the exact test is on scores
         self.tiling: TileConfig | None = resolve_tiling(tiling)
+        self.chunk_size = 2  # images per worker task when a CPU batch runs in parallel (see _detect_parallel)
+        self._pool: Any = None
 
     @property
     def model_name(self) -> str:
@@ -213,32 +215,64 @@ class FaceDetector:
             return []
         if regions is None and self.tiling is not None:
             return [detect_tiled(self, img, paths[i] if paths else None, self.tiling) for i, img in enumerate(images)]
+        if self._runs_in_parallel(images):
+            return self._detect_parallel(images, paths, regions)
         batch, boxes = self.preprocess(images, regions)
         regressors, logits = self.forward(batch)
         return self.postprocess(regressors, logits, boxes, paths)
+
+    def _runs_in_parallel(self, images: Sequence[np.ndarray | torch.Tensor]) -> bool:
+        """A CPU batch of ``uint8`` arrays on a backend with single-threaded workers (ONNX Runtime, LiteRT files)."""
+        workers = getattr(self.backend, "workers", 1)
+        return (workers > 1 and len(images) > self.chunk_size and self.device.type == "cpu"
+                and hasattr(self.backend, "run_single_threaded")
+                and all(isinstance(i, np.ndarray) and i.dtype == np.uint8 for i in images))
+
+    def _detect_parallel(self, images: Sequence[np.ndarray], paths: Sequence[str | None] | None,
+                         regions: Sequence[Letterbox] | None) -> list[Detections]:
+        """The whole pipeline (letterbox, network, decoding, NMS) on chunks of ``chunk_size`` images, one chunk
+        per worker at a time: the workers' numpy and network calls release the GIL, so the cores stay busy."""
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self.backend.workers, thread_name_prefix="blazeface-detect")  # type: ignore[attr-defined]
+        run = self.backend.run_single_threaded  # type: ignore[attr-defined]
+
+        def chunk(start: int) -> list[Detections]:
+            end = start + self.chunk_size
+            batch, boxes = self._letterbox_numpy(images[start:end], regions[start:end] if regions else None)
+            return self.postprocess(*run(batch), boxes, paths[start:end] if paths else None)
+
+        return [d for part in self._pool.map(chunk, range(0, len(images), self.chunk_size)) for d in part]
+
+    def _letterbox_numpy(self, images: Sequence[np.ndarray], regions: Sequence[Letterbox] | None
+                         ) -> tuple[np.ndarray, list[Letterbox]]:
+        s = self.input_size
+        batch = np.empty((len(images), 3, s, s), dtype=np.float32)
+        boxes = [letterbox_numpy(img, s, regions[i] if regions else None, out=batch[i])[1]
+                 for i, img in enumerate(images)]
+        return batch, boxes
 
     def preprocess(self, images: Sequence[np.ndarray | torch.Tensor], regions: Sequence[Letterbox] | None = None
                    ) -> tuple[torch.Tensor, list[Letterbox]]:
         """Letterbox images into ``Tensor[B, 3, S, S]`` on the device: with numpy on the CPU, with torch ops on the
         device otherwise (both bit-identical to MediaPipe's arithmetic)."""
-        s = self.input_size
-        boxes: list[Letterbox] = []
         if self.device.type == "cpu" and all(isinstance(i, np.ndarray) and i.dtype == np.uint8 for i in images):
-            batch = np.empty((len(images), 3, s, s), dtype=np.float32)
-            for i, img in enumerate(images):
-                boxes.append(letterbox_numpy(img, s, regions[i] if regions else None, out=batch[i])[1])
+            batch, boxes = self._letterbox_numpy(images, regions)
             return torch.from_numpy(batch), boxes
         on_device = [(_from_numpy(i) if isinstance(i, np.ndarray) else i).to(self.device) for i in images]
-        return letterbox_batch(on_device, s, list(regions) if regions else None)
+        return letterbox_batch(on_device, self.input_size, list(regions) if regions else None)
 
     def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The raw network (on the chosen backend) on ``Tensor[B, 3, S, S]`` in ``[-1, 1]`` →
         ``(regressors [B, A, 16], logits [B, A, 1])``."""
         return self.backend(batch)
 
-    def postprocess(self, regressors: torch.Tensor, logits: torch.Tensor, letterboxes: Sequence[Letterbox],
-                    paths: Sequence[str | None] | None = None, max_candidates: int | None = None) -> list[Detections]:
-        """Decode raw outputs ``[B, A, 16]`` / ``[B, A, 1]``, threshold, suppress, and map to image pixels.
+    def postprocess(self, regressors: torch.Tensor | np.ndarray, logits: torch.Tensor | np.ndarray,
+                    letterboxes: Sequence[Letterbox], paths: Sequence[str | None] | None = None,
+                    max_candidates: int | None = None) -> list[Detections]:
+        """Decode raw outputs ``[B, A, 16]`` / ``[B, A, 1]`` (tensors, or numpy arrays), threshold, suppress, and map
+        to image pixels.
 
         ``max_candidates`` keeps only that many best-scoring candidates per image before NMS (bounds the
         work at low thresholds).
@@ -246,8 +280,8 @@ class FaceDetector:
         Only anchors whose logit passes a slightly lower bound are decoded (batched, one ``nonzero``);
         the exact MediaPipe test ``sigmoid(clip(logit)) >= min_score`` is then applied to those.
         """
-        if regressors.device.type == "cpu":  # numpy: far less per-op overhead than torch on tiny arrays
-            reg, lg, anchors = regressors.numpy(), logits.numpy(), self._anchors_np
+        if isinstance(regressors, np.ndarray) or regressors.device.type == "cpu":  # numpy: less per-op overhead
+            reg, lg, anchors = _to_numpy(regressors), _to_numpy(logits), self._anchors_np
             image_idx, anchor_idx = np.nonzero(lg[..., 0] >= self._logit_floor)
         else:
             reg, lg, anchors = regressors, logits, self.anchors.to(regressors.device)

@@ -66,6 +66,9 @@ def array_to_rgb(arr: np.ndarray, bgr: bool = False, name: str | None = None) ->
     ``bgr=True`` reads 3/4-channel arrays as OpenCV's BGR(A). Alpha is dropped; grey is replicated;
     ``uint16`` is scaled to 8 bits; floats must lie in ``[0, 1]``.
     """
+    if (not bgr and arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == 3 and arr.shape[0] and arr.shape[1]
+            and arr.flags.c_contiguous):
+        return arr  # already what the detector takes
     name = name or describe(arr)
     if arr.ndim == 2:
         arr = arr[:, :, None]

@@ -136,25 +136,52 @@ def sampling_table(box: Letterbox) -> tuple[np.ndarray, np.ndarray]:
     return idx, w[:, None, :].astype(np.float32)
 
 
-def letterbox_numpy(image: np.ndarray, size: int, region: Letterbox | None = None,
-                    out: np.ndarray | None = None) -> tuple[np.ndarray, Letterbox]:
-    """:func:`letterbox` for an RGB ``uint8`` array ``[H, W, 3]`` on the CPU, bit-identical and faster.
+@lru_cache(maxsize=64)
+def remap_tables(box: Letterbox) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV fixed-point maps for ``cv2.remap``: ``int16[S, S, 2]`` integer source ``(x, y)`` of every input pixel's
+    top-left tap and ``uint16[S, S]`` interpolation-table index ``fy * 32 + fx`` (the same 1/32 fractions as
+    :func:`sampling_table`); cached per :class:`Letterbox`."""
+    step = box.side / box.size
 
-    Writes ``float32[3, S, S]`` into ``out`` when given (e.g. a slice of a preallocated batch). The
-    fixed-point sums are integers below 2**24, so float32 holds them exactly.
-    """
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"letterbox_numpy expects a uint8 [H, W, 3] array, got {image.dtype} {image.shape}")
-    height, width = image.shape[:2]
-    box = Letterbox.centered(width, height, size) if region is None else region
-    if (width, height, box.x0, box.y0, box.side) == (size, size, 0.0, 0.0, size):  # identity: no resampling
-        values = image.transpose(2, 0, 1).astype(np.float32)
-        values *= np.float32(2.0 / 255.0)
-        values -= 1.0
-        if out is None:
-            return values, box
-        out[...] = values
-        return out, box
+    def axis(start: float) -> tuple[np.ndarray, np.ndarray]:
+        fixed = np.round((np.arange(box.size, dtype=np.float64) * step + start) * INTER_TAB_SIZE).astype(np.int64)
+        idx = np.floor_divide(fixed, INTER_TAB_SIZE)
+        return idx, fixed - idx * INTER_TAB_SIZE
+
+    xi, fx = axis(box.x0)
+    yi, fy = axis(box.y0)
+    xy = np.empty((box.size, box.size, 2), dtype=np.int16)
+    xy[..., 0] = np.clip(xi, -_INT16_LIMIT, _INT16_LIMIT)[None, :]  # beyond the image either way: zeros
+    xy[..., 1] = np.clip(yi, -_INT16_LIMIT, _INT16_LIMIT)[:, None]
+    frac = (fy[:, None] * INTER_TAB_SIZE + fx[None, :]).astype(np.uint16)
+    return xy, frac
+
+
+_INT16_LIMIT = 32000  # cv2.remap takes int16 maps and images below 32767 pixels a side
+_cv2: object | None | bool = False  # False: not looked up yet; None: not installed
+
+
+def _opencv() -> object | None:
+    global _cv2
+    if _cv2 is False:
+        try:
+            import cv2
+        except ImportError:
+            cv2 = None
+        _cv2 = cv2
+    return _cv2  # type: ignore[return-value]
+
+
+def _resample_opencv(cv2: object, image: np.ndarray, box: Letterbox) -> np.ndarray:
+    """``uint8[S, S, 3]``: OpenCV's fixed-point bilinear remap (integer weights ``(32 - f)(32 - g)…`` scaled by 32,
+    rounded half up, constant-zero border) at :func:`remap_tables`' taps: the same integers as the numpy path."""
+    xy, frac = remap_tables(box)
+    return cv2.remap(np.ascontiguousarray(image), xy, frac, cv2.INTER_LINEAR,  # type: ignore[attr-defined]
+                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)  # type: ignore[attr-defined]
+
+
+def _resample_numpy(image: np.ndarray, box: Letterbox) -> np.ndarray:
+    """``float32[3, S, S]`` holding the resampled ``uint8`` values (gather of :func:`sampling_table`' taps)."""
     idx, w = sampling_table(box)
     taps = np.take(np.ascontiguousarray(image).reshape(-1), idx).astype(np.float32)  # [4, 3, S*S]
     acc = taps[0] * w[0]
@@ -163,10 +190,33 @@ def letterbox_numpy(image: np.ndarray, size: int, region: Letterbox | None = Non
     acc += 512.0
     acc *= 1.0 / 1024.0
     np.floor(acc, out=acc)  # OpenCV's fixed-point rounding, half up
-    acc *= np.float32(2.0 / 255.0)
-    acc -= 1.0
-    values = acc.reshape(3, size, size)
+    return acc.reshape(3, box.size, box.size)
+
+
+def letterbox_numpy(image: np.ndarray, size: int, region: Letterbox | None = None,
+                    out: np.ndarray | None = None, use_opencv: bool | None = None) -> tuple[np.ndarray, Letterbox]:
+    """:func:`letterbox` for an RGB ``uint8`` array ``[H, W, 3]`` on the CPU, bit-identical and faster.
+
+    Writes ``float32[3, S, S]`` into ``out`` when given (e.g. a slice of a preallocated batch). Resampling runs in
+    ``cv2.remap`` when OpenCV is installed (``use_opencv=None``), with maps that give OpenCV exactly the taps and
+    weights computed here, else in numpy (a gather of the four taps; the fixed-point sums are integers below 2**24,
+    so float32 holds them exactly). Both give the same ``uint8`` values (tested).
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"letterbox_numpy expects a uint8 [H, W, 3] array, got {image.dtype} {image.shape}")
+    height, width = image.shape[:2]
+    box = Letterbox.centered(width, height, size) if region is None else region
     if out is None:
-        return values, box
-    out[...] = values
+        out = np.empty((3, size, size), dtype=np.float32)
+    scale = np.float32(2.0 / 255.0)
+    cv2 = _opencv() if use_opencv is not False else None
+    if use_opencv and cv2 is None:
+        raise ImportError("use_opencv=True needs OpenCV: pip install opencv-python-headless")
+    if (width, height, box.x0, box.y0, box.side) == (size, size, 0.0, 0.0, size):  # identity: no resampling
+        np.multiply(image.transpose(2, 0, 1), scale, out=out, dtype=np.float32)
+    elif cv2 is not None and max(width, height) < _INT16_LIMIT:
+        np.multiply(_resample_opencv(cv2, image, box).transpose(2, 0, 1), scale, out=out, dtype=np.float32)
+    else:
+        np.multiply(_resample_numpy(image, box), scale, out=out)
+    np.subtract(out, np.float32(1.0), out=out)
     return out, box

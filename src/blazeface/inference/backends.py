@@ -90,15 +90,18 @@ class OnnxRuntimeBackend:
     """ONNX Runtime on the CPU. The network is exported once and cached in ``$BLAZEFACE_CACHE``
     (default ``~/.cache/blazeface/onnx``), keyed by architecture and weights.
 
-    One image runs with ``threads`` intra-op threads. A batch is split into chunks of ``chunk`` images
-    that run concurrently on ``threads`` single-threaded runs: for a network this small, cores working on
-    different images beat cores sharing every layer of one (and large batches thrash the cache).
+    One image (or up to ``chunk``) runs with ``threads`` intra-op threads, which spin between the layers'
+    parallel sections (``spin=True``: waking a sleeping thread for each of ~70 small layers costs more than the
+    layer). A larger batch is split into chunks of ``chunk`` images that run concurrently on a non-spinning
+    single-threaded session (:meth:`run_single_threaded`, which :class:`~blazeface.FaceDetector` also calls from
+    its own workers): for a network this small, cores working on different images beat cores sharing every
+    layer of one, and large batches thrash the cache.
     """
 
     name = "onnxruntime"
 
     def __init__(self, net: BlazeNet, threads: int | None = None, model_path: str | Path | None = None,
-                 spin: bool = False, chunk: int = 4) -> None:
+                 spin: bool = True, chunk: int = 2) -> None:
         self.device = torch.device("cpu")
         if model_path is None:
             model_path = _cache_dir() / f"{type(net).__name__}-{_state_digest(net)}.onnx"
@@ -108,23 +111,34 @@ class OnnxRuntimeBackend:
         self.threads = max(1, threads or torch.get_num_threads())
         self.spin = spin
         self.chunk = max(1, chunk)
-        self.session = self._session(self.threads)
+        self.session = self._session(self.threads, self.spin)
         self._input = self.session.get_inputs()[0].name
         outputs = self.session.get_outputs()
         self._order = [o.name for o in sorted(outputs, key=lambda o: -int(o.shape[-1] if isinstance(o.shape[-1], int) else 0))]
-        self._single: object | None = None
+        # Shared by concurrent callers (InferenceSession.run is thread-safe); no threads of its own to spin.
+        self._single = self.session if self.threads == 1 else self._session(1, False)
         self._pool: object | None = None
 
-    def _session(self, threads: int):  # noqa: ANN202 - onnxruntime is optional
+    @property
+    def workers(self) -> int:
+        """How many :meth:`run_single_threaded` calls can usefully run at once."""
+        return self.threads
+
+    def _session(self, threads: int, spin: bool):  # noqa: ANN202 - onnxruntime is optional
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Spinning worker threads steal the cores from decoding and post-processing between runs.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spin else "0")
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin and threads > 1 else "0")
         return ort.InferenceSession(str(self.model_path), opts, providers=["CPUExecutionProvider"])
+
+    def run_single_threaded(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``float32[B, 3, S, S]`` → ``(float32[B, A, 16], float32[B, A, 1])`` on one core; safe to call from
+        several threads at once."""
+        reg, logits = self._run(self._single, np.ascontiguousarray(batch, dtype=np.float32))
+        return reg, logits
 
     def _run(self, session, x: np.ndarray) -> list[np.ndarray]:  # noqa: ANN001
         return session.run(self._order, {self._input: x})
@@ -137,10 +151,9 @@ class OnnxRuntimeBackend:
         else:
             from concurrent.futures import ThreadPoolExecutor
 
-            if self._single is None:
-                self._single = self._session(1)
+            if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="blazeface-ort")
-            parts = list(self._pool.map(lambda i: self._run(self._single, x[i:i + self.chunk]),  # type: ignore[union-attr]
+            parts = list(self._pool.map(lambda i: self.run_single_threaded(x[i:i + self.chunk]),  # type: ignore[union-attr]
                                         range(0, len(x), self.chunk)))
             reg = np.concatenate([p[0] for p in parts])
             logits = np.concatenate([p[1] for p in parts])

@@ -9,6 +9,7 @@ with the model name read from the file's metadata (or, for files without it such
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +124,7 @@ class TFLiteBackend(FileBackend):
 
     def __init__(self, path: Path, num_threads: int | None = None) -> None:
         self.threads = max(1, num_threads or 1)
-        self._workers: list[Any] = []
+        self._local = threading.local()
         self._pool: Any = None
         try:
             from ai_edge_litert.interpreter import Interpreter
@@ -159,32 +160,43 @@ class TFLiteBackend(FileBackend):
         scale, zero = detail["quantization"]
         return (value.astype(np.float32) - zero) * scale
 
+    @property
+    def workers(self) -> int:
+        """How many :meth:`run_single_threaded` calls can usefully run at once."""
+        return self.threads
+
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.threads == 1 or len(batch) < 2:
             return self._run(self.interpreter, batch)
-        if not self._workers:
+        if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
-            from ai_edge_litert.interpreter import Interpreter
-
-            self._workers = [Interpreter(model_path=str(self.path), num_threads=1) for _ in range(self.threads)]
-            for w in self._workers:
-                w.allocate_tensors()
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="blazeface-litert")
         parts = np.array_split(np.arange(len(batch)), self.threads)
-        done = list(self._pool.map(lambda w, idx: self._run(w, batch[idx]), self._workers, parts))
+        done = list(self._pool.map(lambda idx: self.run_single_threaded(batch[idx]), parts))
         return np.concatenate([d[0] for d in done]), np.concatenate([d[1] for d in done])
+
+    def run_single_threaded(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`run` on one core, with this thread's own single-threaded interpreter (interpreters are not
+        thread-safe); safe to call from several threads at once."""
+        interpreter = getattr(self._local, "interpreter", None)
+        if interpreter is None:
+            from ai_edge_litert.interpreter import Interpreter
+
+            interpreter = Interpreter(model_path=str(self.path), num_threads=1)
+            interpreter.allocate_tensors()
+            self._local.interpreter = interpreter
+        return self._run(interpreter, batch)
 
     def _run(self, it: Any, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         regs, logits = [], []
         for img in batch:
             x = img.transpose(1, 2, 0) if self.nhwc else img
-            x = x[None].astype(np.float32)
             if self.input["dtype"] != np.float32:
                 scale, zero = self.input["quantization"]
                 info = np.iinfo(self.input["dtype"])
                 x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(self.input["dtype"])
-            it.set_tensor(self.input["index"], x)
+            it.tensor(self.input["index"])()[0] = x  # one (transposing) copy straight into the input buffer
             it.invoke()
             regs.append(np.concatenate([self._dequant(o, it.get_tensor(o["index"]))[0] for o in self.regs], 0))
             logits.append(np.concatenate([self._dequant(o, it.get_tensor(o["index"]))[0] for o in self.cls], 0))

@@ -7,7 +7,7 @@ takes numpy arrays or torch tensors (on any device) and returns the same kind.
 from __future__ import annotations
 
 from ..nn.blazenet import NUM_COORDS
-from ._array import Array, concat, sigmoid, xp
+from ._array import Array, clamp_min, concat, sigmoid, xp
 
 NUM_KEYPOINTS = (NUM_COORDS - 4) // 2
 
@@ -25,13 +25,13 @@ def decode_boxes(regressors: Array, anchors: Array, scale: float) -> tuple[Array
         ``boxes: Tensor[..., A, 4]`` as normalized ``(x1, y1, x2, y2)`` and
         ``keypoints: Tensor[..., A, 6, 2]`` normalized, both in the network input's frame.
     """
-    anchor_xy = anchors[:, :2]
-    anchor_wh = anchors[:, 2:]
-    center = regressors[..., 0:2] / scale * anchor_wh + anchor_xy
-    size = regressors[..., 2:4] / scale * anchor_wh
-    boxes = concat([center - size / 2, center + size / 2], -1)
-    kp = regressors[..., 4:].reshape(*regressors.shape[:-1], NUM_KEYPOINTS, 2)
-    keypoints = kp / scale * anchor_wh[..., None, :] + anchor_xy[..., None, :]
+    anchor_xy = anchors[:, None, :2]
+    # every (x, y) pair — centre, size, keypoints — in normalized units: one broadcast for all 8 pairs
+    pairs = regressors.reshape(*regressors.shape[:-1], NUM_COORDS // 2, 2) / scale * anchors[:, None, 2:]
+    center = pairs[..., 0, :] + anchor_xy[:, 0]
+    half = pairs[..., 1, :] / 2
+    boxes = concat([center - half, center + half], -1)
+    keypoints = pairs[..., 2:, :] + anchor_xy
     return boxes, keypoints
 
 
@@ -42,7 +42,7 @@ def scores_from_logits(logits: Array, clip: float = 100.0) -> Array:
 
 def box_area(boxes: Array) -> Array:
     """Area of ``[N, 4]`` boxes in ``(x1, y1, x2, y2)``; 0 for empty boxes."""
-    return (boxes[:, 2] - boxes[:, 0]).clip(min=0) * (boxes[:, 3] - boxes[:, 1]).clip(min=0)
+    return clamp_min(boxes[:, 2] - boxes[:, 0], 0) * clamp_min(boxes[:, 3] - boxes[:, 1], 0)
 
 
 def box_iou(boxes1: Array, boxes2: Array) -> Array:
@@ -52,11 +52,11 @@ def box_iou(boxes1: Array, boxes2: Array) -> Array:
     area2 = box_area(boxes2)
     lt = m.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
     rb = m.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
-    wh = (rb - lt).clip(min=0)
+    wh = clamp_min(rb - lt, 0)
     inter = wh[..., 0] * wh[..., 1]
     union = area1[:, None] + area2[None, :] - inter
     tiny = float(m.finfo(union.dtype).tiny)
-    return m.where(union > 0, inter / union.clip(min=tiny), m.zeros_like(inter))
+    return m.where(union > 0, inter / clamp_min(union, tiny), m.zeros_like(inter))
 
 
 def xyxy_to_xywh(boxes: Array) -> Array:

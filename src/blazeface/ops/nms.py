@@ -50,7 +50,7 @@ def non_max_suppression(
     order = argsort_desc(scores)
     boxes, scores, keypoints = boxes[order], scores[order], keypoints[order]
     overlaps = box_iou(boxes, boxes) > iou_threshold
-    remaining = overlaps[0] | ~overlaps[0]  # all True, same kind and device
+    remaining = m.ones_like(overlaps[0])  # all True, same kind and device
     out_boxes, out_scores, out_kps = [], [], []
     limit = n if max_detections is None else min(n, max_detections)
     left = n
@@ -59,7 +59,7 @@ def non_max_suppression(
         members = remaining & overlaps[top]
         count = int(members.sum())
         if mode == "weighted" and count > 0:
-            w = m.where(members, scores, m.zeros_like(scores))
+            w = scores * members  # the members' scores, 0 elsewhere
             total = w.sum()
             out_boxes.append((w[:, None] * boxes).sum(0) / total)
             out_kps.append((w[:, None, None] * keypoints).sum(0) / total)
