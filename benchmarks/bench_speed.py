@@ -159,6 +159,15 @@ def main() -> None:
         case = results["cases"].setdefault(name, {})
         for b, det in detectors.items():
             case[b] = median_ms(lambda: det(arr), args.repeat)
+    # Where one image's time goes (default backend): letterbox, network, decoding + NMS, each alone.
+    det = detectors[backends[0]]
+    arr = arrays["1280x720"]
+    batch, boxes = det.preprocess([arr])
+    raw = det.forward(batch)
+    results["stages_1280x720"] = {"backend": backends[0],
+                                  "letterbox": median_ms(lambda: det.preprocess([arr]), args.repeat),
+                                  "network": median_ms(lambda: det.forward(batch), args.repeat),
+                                  "decode_nms": median_ms(lambda: det.postprocess(*raw, boxes), args.repeat)}
     rng = np.random.default_rng(0)
     batch = [rng.integers(0, 256, (128, 128, 3), dtype=np.uint8) for _ in range(64)]
     batch[0] = np.asarray(Image.open(ROOT / "examples" / "pillow_hopper.png").convert("RGB")).copy()
@@ -226,6 +235,11 @@ def write_results(r: dict) -> None:
         lines.append(f"| one {name} image, end to end (ms) | " + " | ".join(f"{v:.2f}" for v in case.values())
                      + f" | {peer:.2f} | {best / peer:.2f} |" if peer else
                      f"| one {name} image, end to end (ms) | " + " | ".join(f"{v:.2f}" for v in case.values()) + " | – | – |")
+    st = r.get("stages_1280x720")
+    if st and mp.get("1280x720"):
+        lines += ["", f"One 1280×720 image with {st['backend']}, each stage alone: letterbox {st['letterbox']:.2f} ms, "
+                  f"network {st['network']:.2f} ms ({st['network'] / mp['1280x720']:.2f}× MediaPipe's whole pipeline), "
+                  f"decoding + NMS {st['decode_nms']:.2f} ms."]
     t = r["tflite_bare_network"]
     case = r["cases"]["batch64x128"]
     lines += [

@@ -292,7 +292,7 @@ class FaceDetector:
         keep = (scores >= self.min_score) & (size >= 0).all(-1) & _isfinite(boxes).all(-1)
         out = []
         for b, box in enumerate(letterboxes):
-            k = keep & (image_idx == b)
+            k = keep & (image_idx == b) if len(letterboxes) > 1 else keep
             if max_candidates is not None and int(k.sum()) > max_candidates:
                 idx = _flatnonzero(k)
                 k = idx[argsort_desc(scores[idx])[:max_candidates]]

@@ -42,14 +42,15 @@ def scores_from_logits(logits: Array, clip: float = 100.0) -> Array:
 
 def box_area(boxes: Array) -> Array:
     """Area of ``[N, 4]`` boxes in ``(x1, y1, x2, y2)``; 0 for empty boxes."""
-    return clamp_min(boxes[:, 2] - boxes[:, 0], 0) * clamp_min(boxes[:, 3] - boxes[:, 1], 0)
+    wh = clamp_min(boxes[:, 2:] - boxes[:, :2], 0)
+    return wh[:, 0] * wh[:, 1]
 
 
 def box_iou(boxes1: Array, boxes2: Array) -> Array:
     """Pairwise IoU ``[N, M]`` of ``(x1, y1, x2, y2)`` boxes; 0 where either is empty or they are disjoint."""
     m = xp(boxes1)
     area1 = box_area(boxes1)
-    area2 = box_area(boxes2)
+    area2 = area1 if boxes2 is boxes1 else box_area(boxes2)
     lt = m.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
     rb = m.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
     wh = clamp_min(rb - lt, 0)
