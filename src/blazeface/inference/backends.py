@@ -86,6 +86,22 @@ def export_onnx(net: BlazeNet, path: str | Path) -> Path:
     return path
 
 
+def ort_session(path: str | Path, threads: int | None = None, spin: bool = False):  # noqa: ANN201 - optional dep
+    """An ONNX Runtime CPU session for ``path`` with every graph optimization: ``threads`` intra-op threads (``None``:
+    ONNX Runtime's default, one per core), spinning between parallel sections only when ``spin``; warnings muted
+    (files exported with post-processing have overridable thresholds as inputs, which ONNX Runtime warns about)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin and threads != 1 else "0")
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
 class OnnxRuntimeBackend:
     """ONNX Runtime on the CPU. The network is exported once and cached in ``$BLAZEFACE_CACHE``
     (default ``~/.cache/blazeface/onnx``), keyed by architecture and weights.
@@ -125,14 +141,7 @@ class OnnxRuntimeBackend:
         return self.threads
 
     def _session(self, threads: int, spin: bool):  # noqa: ANN202 - onnxruntime is optional
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin and threads > 1 else "0")
-        return ort.InferenceSession(str(self.model_path), opts, providers=["CPUExecutionProvider"])
+        return ort_session(self.model_path, threads, spin)
 
     def run_single_threaded(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``float32[B, 3, S, S]`` → ``(float32[B, A, 16], float32[B, A, 1])`` on one core; safe to call from

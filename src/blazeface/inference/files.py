@@ -75,15 +75,13 @@ class OnnxBackend(FileBackend):
 
     def __init__(self, path: Path, num_threads: int | None = None) -> None:
         try:
-            import onnxruntime as ort
+            import onnxruntime  # noqa: F401
         except ImportError as exc:  # pragma: no cover
             raise ImportError("running .onnx files needs onnxruntime: pip install 'blazeface[onnx]'") from exc
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # overridable thresholds are graph inputs: ORT warns about that
-        if num_threads:
-            options.intra_op_num_threads = num_threads
+        from .backends import ort_session
+
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self.session = ort_session(path, num_threads)
         except Exception as exc:  # onnxruntime raises its own error types
             raise ModelFileError(f"{path} is not a readable ONNX model (truncated or wrong format): {exc}") from exc
         meta = self.session.get_modelmeta().custom_metadata_map
