@@ -28,7 +28,6 @@ from blazeface.train import (
     Sample,
     TrainConfig,
     Trainer,
-    average_precision,
     detect_format,
     encode,
     evaluate_detections,
@@ -41,7 +40,6 @@ from blazeface.train import (
 )
 from blazeface.train.data import FLIP_KEYPOINTS
 from blazeface.train.loss import anchor_cells
-from blazeface.train.metrics import match_detections
 from blazeface.train.synthetic import Paste, background, compose, samples_from_mediapipe_json
 
 from .conftest import EXAMPLES, shared
@@ -227,18 +225,22 @@ def test_wider_val_dev_annotations_and_event_split():
 
 # --- AP ---------------------------------------------------------------------------------------------
 def test_average_precision_by_hand():
+    """Training's AP is blazeface.eval's WIDER protocol (the same numbers as `blazeface eval`)."""
     s = Sample("a", np.array([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]], np.float32),
-               ignore=np.array([False, False, True]))
+               np.zeros((3, 6, 2)), ignore=np.array([False, False, True]))
     kp = np.zeros((3, 6, 2))
+    ap = lambda det: evaluate_detections([det], [s]).ap  # noqa: E731
     perfect = (s.boxes[:2], np.array([0.9, 0.8]), kp[:2])
-    assert average_precision(match_detections([perfect], [s])) == 1.0
+    assert ap(perfect) == 1.0
     fp_first = (np.array([[100, 100, 110, 110], [0, 0, 10, 10], [20, 20, 30, 30]]), np.array([0.95, 0.9, 0.8]), kp)
     # precision 0, 1/2, 2/3 at recall 0, 1/2, 1; the envelope makes it 2/3 at both recalls
-    assert abs(average_precision(match_detections([fp_first], [s])) - 2 / 3) < 1e-9
+    assert abs(ap(fp_first) - 2 / 3) < 1e-9
     on_ignored = (s.boxes[[2, 0]], np.array([0.99, 0.5]), kp[:2])  # the ignored face neither helps nor hurts
-    assert average_precision(match_detections([on_ignored], [s])) == 0.5
+    assert ap(on_ignored) == 0.5
+    duplicate = (s.boxes[[0, 0, 1]], np.array([0.9, 0.85, 0.8]), kp)  # a second hit on a found face is false
+    assert abs(ap(duplicate) - (0.5 + 0.5 * 2 / 3)) < 1e-9
     report = evaluate_detections([perfect], [s])
-    assert report.ap == 1.0 and report.faces == 2
+    assert report.ap == 1.0 and report.faces == 2 and report.keypoint_error == 0.0
 
 
 # --- the trainer ------------------------------------------------------------------------------------
