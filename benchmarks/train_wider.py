@@ -44,7 +44,7 @@ def ap_table(report) -> dict[str, float]:
 def check_faces_kept(model: str, weights: str, folders: list[Path]) -> dict:
     from blazeface import FaceDetector
     from blazeface.io import iter_image_files
-    from blazeface.train.metrics import _iou
+    from blazeface.ops.boxes import box_iou
 
     base = FaceDetector(model, backend="torch")
     tuned = FaceDetector(model, weights=weights, backend="torch")
@@ -53,7 +53,7 @@ def check_faces_kept(model: str, weights: str, folders: list[Path]) -> dict:
         a, b = base(str(path)), tuned(str(path))
         found = 0
         if len(a) and len(b):
-            found = int((_iou(a.xyxy, b.xyxy).max(1) >= 0.5).sum())
+            found = int((box_iou(a.xyxy, b.xyxy).max(1) >= 0.5).sum())
         rows.append({"image": path.name, "start_faces": len(a), "kept": found, "tuned_faces": len(b),
                      "start_scores": [round(float(s), 3) for s in a.scores],
                      "tuned_scores": [round(float(s), 3) for s in b.scores]})
@@ -66,11 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=str(SHARED / "wider_val_dev" / "annotations.json"))
     p.add_argument("--images", default=None, help="image folder (default: beside the annotations)")
     p.add_argument("--model", default="full_range")
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--repeats", type=int, default=3, help="passes over the training images per epoch")
+    p.add_argument("--tune", action="store_true",
+                   help="choose settings without the held-back events: split the training events again by the same "
+                        "rule, train on the first part and report on the second (the held-back events are not read)")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--box-weight", type=float, default=5.0, help="box regression loss weight (0: classifier only)")
+    recipe = p.add_argument_group("the recipe (default: TrainConfig.fine_tune)")
+    for name, kind in (("epochs", int), ("repeats", int), ("lr", float), ("backbone-lr", float), ("l2sp", float),
+                       ("ema-decay", float), ("weight-decay", float), ("warmup-steps", int),
+                       ("freeze-backbone-epochs", int), ("box-weight", float)):
+        recipe.add_argument(f"--{name}", type=kind, default=None)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: fastest on a busy machine)")
     p.add_argument("--device", default=None)
     p.add_argument("--seed", type=int, default=0)
@@ -87,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     samples = load_annotations(args.data, args.images)
     train, held = split_by_event(samples)
+    if args.tune:
+        train, held = split_by_event(train)
     if not train or not held:
         print("need images from at least two WIDER events", file=sys.stderr)
         return 2
@@ -106,10 +112,13 @@ def main(argv: list[str] | None = None) -> int:
         start[thr] = ap_table(evaluate(det, held, images))
     print(f"start AP (held back, min_score 0.05): {start[0.05]}")
 
-    config = TrainConfig(model=args.model, init="pretrained", epochs=args.epochs, batch_size=args.batch_size,
-                         lr=args.lr, warmup_steps=20, repeats=args.repeats, seed=args.seed, device=args.device,
-                         threads=args.threads, cache_images=True, val_min_score=0.05,
-                         loss=LossConfig(box_weight=args.box_weight))
+    overrides = {k: getattr(args, k) for k in ("epochs", "repeats", "lr", "backbone_lr", "l2sp", "ema_decay",
+                                               "weight_decay", "warmup_steps", "freeze_backbone_epochs")
+                 if getattr(args, k) is not None}
+    if args.box_weight is not None:
+        overrides["loss"] = LossConfig(box_weight=args.box_weight)
+    config = TrainConfig.fine_tune(args.model, batch_size=args.batch_size, seed=args.seed, device=args.device,
+                                   threads=args.threads, cache_images=True, val_min_score=0.05, **overrides)
     trainer = Trainer(config, train, held, out)
     trainer.val_images = images
     history = trainer.fit()
@@ -124,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     ips = [r["images_per_s"] for r in history]
     report = {
         "data": args.data, "model": args.model, "train_images": len(train), "held_images": len(held),
-        "train_events": events(train), "held_events": events(held), "epochs": args.epochs, "repeats": args.repeats,
-        "lr": args.lr, "box_weight": args.box_weight, "threads": args.threads, "device": str(trainer.device),
+        "train_events": events(train), "held_events": events(held), "tune": args.tune, "config": config.to_dict(),
+        "threads": args.threads, "device": str(trainer.device),
         "ap_start": {str(k): v for k, v in start.items()}, "ap_tuned": {str(k): v for k, v in tuned.items()},
         "improved_at_0.05": improved, "faces_kept": kept, "train_images_per_s": float(np.median(ips)),
         "seconds": time.perf_counter() - t0, "pass": ok,
@@ -140,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                for k in ("all", "easy", "medium", "hard")) + " |")
     lines += ["", f"Faces of the starting model on {', '.join(Path(k).name for k in args.keep)}: {kept['start_faces']}, "
               f"lost after fine-tuning: {kept['lost']}.",
-              f"Training: {args.epochs} epochs × {args.repeats} passes, {np.median(ips):.1f} images/s "
+              f"Training: {config.epochs} epochs × {config.repeats} passes, {np.median(ips):.1f} images/s "
               f"({trainer.device}, {args.threads} thread(s)); total {report['seconds']:.0f} s. "
               f"{'PASS' if ok else 'FAIL'}."]
     (out / "report.md").write_text("\n".join(lines) + "\n")

@@ -319,3 +319,79 @@ def test_pseudo_labels_from_a_teacher(tmp_path):
         assert np.abs(kept - ref.xyxy).max() < 0.1 * (ref.xyxy[0, 2] - ref.xyxy[0, 0])
     back = load_annotations(write_jsonl(labels, tmp_path / "pl.jsonl"))
     assert [len(s) for s in back] == [len(s) for s in labels] and back[0].scores is not None
+
+
+# --- fine-tuning tools ------------------------------------------------------------------------------
+def test_param_groups_give_the_backbone_its_fraction_of_the_learning_rate(tmp_path):
+    from blazeface.train.finetune import backbone_parameters, head_parameters
+
+    s = Sample(str(EXAMPLES / "astronaut.png"), np.array([[178, 83, 273, 178]], np.float32))
+    config = TrainConfig.fine_tune("full_range", backbone_lr=0.1, lr=1e-4, epochs=1, device="cpu", progress=False)
+    trainer = Trainer(config, [s], None, tmp_path, log=io.StringIO())
+    groups = {g["name"]: g for g in trainer.optimizer.param_groups}
+    assert groups["backbone"]["initial_lr"] == pytest.approx(1e-5) and groups["heads"]["initial_lr"] == pytest.approx(1e-4)
+    heads = {id(p) for p in head_parameters(trainer.net)}
+    assert heads == {id(p) for p in groups["heads"]["params"]} and len(heads) == 4  # two 1×1 convs, weight + bias
+    assert {id(p) for p in backbone_parameters(trainer.net)} == {id(p) for p in groups["backbone"]["params"]}
+    assert len(heads) + len(groups["backbone"]["params"]) == len(list(trainer.net.parameters()))
+
+
+def test_l2sp_penalty_is_zero_at_the_start_and_grows_with_the_distance():
+    from blazeface.train.finetune import l2sp_penalty, start_weights
+
+    net = torch.nn.Linear(3, 2)
+    start = start_weights(net)
+    assert float(l2sp_penalty(net, start)) == 0.0
+    with torch.no_grad():
+        net.weight[0, 0] += 0.5
+        net.bias[1] -= 2.0
+    assert float(l2sp_penalty(net, start)) == pytest.approx(0.25 + 4.0)
+    net.bias.requires_grad_(False)  # frozen weights are not penalized
+    assert float(l2sp_penalty(net, start)) == pytest.approx(0.25)
+    net.bias.requires_grad_(True)
+    penalty = l2sp_penalty(net, start)
+    penalty.backward()  # its gradient pulls back toward the start: 2 (w − w₀)
+    assert float(net.weight.grad[0, 0]) == pytest.approx(1.0) and float(net.bias.grad[1]) == pytest.approx(-4.0)
+
+
+def test_weight_ema_by_hand():
+    from blazeface.train.finetune import WeightEMA
+
+    net = torch.nn.Linear(1, 1)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+        net.bias.fill_(0.0)
+    ema = WeightEMA(net, 0.9)
+    for w in (3.0, 5.0):
+        with torch.no_grad():
+            net.weight.fill_(w)
+        ema.update(net)
+    # 0.9 · (0.9 · 1 + 0.1 · 3) + 0.1 · 5 = 1.58; the bias stays at 0
+    assert float(ema.state_dict()["weight"]) == pytest.approx(1.58) and float(ema.state_dict()["bias"]) == 0.0
+    assert float(net.weight) == 5.0  # the network itself is untouched
+    with pytest.raises(ValueError):
+        WeightEMA(net, 1.0)
+
+
+def test_fine_tune_recipe_saves_ema_weights_freezes_the_backbone_and_resumes(tmp_path):
+    s = Sample(str(EXAMPLES / "astronaut.png"), np.array([[178, 83, 273, 178]], np.float32))
+    config = TrainConfig.fine_tune("full_range", epochs=1, batch_size=2, repeats=4, freeze_backbone_epochs=1,
+                                   device="cpu", threads=1, progress=False)
+    assert config.l2sp > 0 and config.ema_decay > 0 and config.backbone_lr < 1
+    trainer = Trainer(config, [s], None, tmp_path, log=io.StringIO())
+    shipped = create_model("full_range").state_dict()
+    history = trainer.fit()
+    raw = trainer.net.state_dict()
+    assert torch.equal(raw["stem.1.weight"], shipped["stem.1.weight"])  # frozen for the only epoch
+    head = "classifiers.0.conv.weight"
+    assert not torch.equal(raw[head], shipped[head]) and history[-1]["l2sp"] > 0
+    from blazeface.registry import load_weights
+
+    saved = load_weights(create_model("full_range", pretrained=False), tmp_path / "last.safetensors").state_dict()
+    assert torch.allclose(saved[head], trainer.ema.state_dict()[head].float())  # the EMA's, not the raw weights
+    assert not torch.allclose(saved[head], raw[head]) and not torch.equal(saved[head], shipped[head])
+    again = Trainer(TrainConfig.fine_tune("full_range", epochs=2, batch_size=2, repeats=4, freeze_backbone_epochs=1,
+                                          device="cpu", threads=1, progress=False), [s], None, tmp_path,
+                    log=io.StringIO()).resume()
+    assert all(torch.equal(a, b) for a, b in zip(again.net.state_dict().values(), raw.values()))
+    assert all(torch.equal(again.ema.state_dict()[k], v) for k, v in trainer.ema.state_dict().items())

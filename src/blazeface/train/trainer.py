@@ -30,10 +30,11 @@ from ..nn.blazenet import BlazeNet
 from ..registry import create_model, get_config, load_weights
 from .augment import AugmentConfig, make_example
 from .data import Sample
+from .finetune import WeightEMA, backbone_parameters, l2sp_penalty, param_groups, start_weights
 from .loss import DetectionLoss, LossConfig, MatchConfig
 from .metrics import EvalReport, evaluate
 
-LOG_COLUMNS = ("epoch", "step", "lr", "loss", "cls", "box", "keypoint", "positives", "images_per_s", "seconds",
+LOG_COLUMNS = ("epoch", "step", "lr", "loss", "cls", "box", "keypoint", "l2sp", "positives", "images_per_s", "seconds",
                "val_ap", "val_ap_easy", "val_ap_medium", "val_ap_hard", "val_keypoint_error")
 
 
@@ -51,6 +52,16 @@ class TrainConfig:
     warmup_steps: int = 50
     min_lr_ratio: float = 0.02
     grad_clip: float = 10.0
+    #: learning rate of everything but the detection heads (the last 1×1 convolutions), as a fraction of ``lr``.
+    backbone_lr: float = 1.0
+    #: the first this many epochs train the heads only (the rest of the network is frozen).
+    freeze_backbone_epochs: int = 0
+    #: L2-SP: ``l2sp / 2 · Σ ||w − w₀||²`` over the trained weights is added to the loss (``w₀``: the
+    #: starting weights), a pull back toward what the network started from (0: off).
+    l2sp: float = 0.0
+    #: decay of an exponential moving average of the weights (0: off). When on, the saved weights
+    #: (``last``/``best.safetensors``) and validation are the average's.
+    ema_decay: float = 0.0
     seed: int = 0
     device: str | None = None
     amp: bool = True
@@ -77,6 +88,12 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
+    def fine_tune(cls, model: str, init: str = "pretrained", **overrides: Any) -> "TrainConfig":
+        """The fine-tuning recipe (:data:`FINE_TUNE`) for trained weights (``--init pretrained`` or a file);
+        ``overrides`` replace any field."""
+        return cls(**{"model": model, "init": init, **FINE_TUNE, **overrides})
+
+    @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         d = dict(d)
         aug = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.pop("augment", {}).items()})
@@ -86,6 +103,14 @@ class TrainConfig:
         if d.get("face_range") is not None:
             d["face_range"] = tuple(d["face_range"])
         return cls(**d, augment=aug, loss=loss, match=match)
+
+
+#: What :meth:`TrainConfig.fine_tune` changes from the defaults (chosen on a validation split carved out of
+#: wider_val_dev's training events, see ``benchmarks/RESULTS.md``): a lower learning rate for the backbone
+#: than for the heads, an L2-SP pull toward the starting weights instead of weight decay, and an EMA of the
+#: weights, so that a few dozen images refine the shipped model instead of dragging it away from it.
+FINE_TUNE: dict[str, Any] = {"lr": 1e-4, "backbone_lr": 0.1, "weight_decay": 0.0, "l2sp": 1.0, "ema_decay": 0.99,
+                             "warmup_steps": 20, "freeze_backbone_epochs": 0, "epochs": 6, "repeats": 3}
 
 
 def default_face_range(config: ModelConfig) -> tuple[float, float]:
@@ -212,7 +237,11 @@ class Trainer:
         self.val = list(val) if val else []
         self.criterion = DetectionLoss(mc.anchors, mc.box_scale, config.loss,
                                        config.match or default_match(mc)).to(self.device)
-        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.AdamW(param_groups(self.net, config.lr, config.backbone_lr), lr=config.lr,
+                                           weight_decay=config.weight_decay)
+        #: the starting weights L2-SP pulls toward (``None`` when off).
+        self.start_weights = start_weights(self.net) if config.l2sp > 0 else None
+        self.ema = WeightEMA(self.net, config.ema_decay) if config.ema_decay > 0 else None
         self.steps_per_epoch = math.ceil(len(self.dataset) / config.batch_size)
         total = max(1, self.steps_per_epoch * config.epochs)
         warm = min(config.warmup_steps, total // 4)
@@ -235,10 +264,17 @@ class Trainer:
         self.val_images: dict[str, np.ndarray] | None = {} if config.cache_images else None
 
     # --- checkpoints ------------------------------------------------------------------------------
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The weights to save and validate: the EMA's when on, else the network's."""
+        state = dict(self.net.state_dict())
+        if self.ema is not None:
+            state.update(self.ema.state_dict())
+        return state
+
     def save_weights(self, path: str | Path) -> Path:
         from ..convert.converter import save_weights
 
-        state = {k: v.detach().float().cpu() for k, v in self.net.state_dict().items()}
+        state = {k: v.detach().float().cpu() for k, v in self.weights().items()}
         return save_weights(state, path, self.model_config.name)
 
     def save_checkpoint(self) -> Path:
@@ -247,7 +283,8 @@ class Trainer:
             "epoch": self.epoch, "step": self.step, "history": self.history, "best_ap": self.best_ap,
             "config": self.config.to_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
+            "torch_rng": torch.get_rng_state(), "model": self.net.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
         }
         tmp = self.out / "last.ckpt.tmp"
         torch.save(state, tmp)
@@ -258,9 +295,14 @@ class Trainer:
         """Continue from ``out/last.ckpt`` (or ``checkpoint``): weights, optimizer, schedule, epoch, history."""
         ckpt = Path(checkpoint) if checkpoint else self.out / "last.ckpt"
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        load_weights(self.net, ckpt.with_name("last.safetensors") if ckpt.name == "last.ckpt"
-                     else ckpt.with_suffix(".safetensors"))
+        if state.get("model") is not None:  # the raw weights (last.safetensors holds the EMA's when on)
+            self.net.load_state_dict(state["model"])
+        else:
+            load_weights(self.net, ckpt.with_name("last.safetensors") if ckpt.name == "last.ckpt"
+                         else ckpt.with_suffix(".safetensors"))
         self.net.to(self.device)
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -276,6 +318,9 @@ class Trainer:
 
         cfg = self.config
         self.net.train()
+        frozen = self.epoch < cfg.freeze_backbone_epochs
+        for p in backbone_parameters(self.net):
+            p.requires_grad_(not frozen)
         self.dataset.set_epoch(self.epoch)
         g = torch.Generator()
         g.manual_seed(cfg.seed * 1000003 + self.epoch)
@@ -294,6 +339,10 @@ class Trainer:
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
                 regressors, logits = self.net(images)
             loss, parts = self.criterion(regressors.float(), logits.float(), targets)
+            if self.start_weights is not None:
+                penalty = l2sp_penalty(self.net, self.start_weights)
+                loss = loss + 0.5 * cfg.l2sp * penalty
+                parts["l2sp"] = float(penalty.detach())
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {float(loss)} at step {self.step}; lower --lr")
             self.optimizer.zero_grad(set_to_none=True)
@@ -303,6 +352,8 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            if self.ema is not None:
+                self.ema.update(self.net)
             self.scheduler.step()
             self.step += 1
             n = len(targets)
