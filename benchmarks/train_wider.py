@@ -25,6 +25,7 @@ Exit status 0 when AP improves in every setting (at 0.05) and no face is lost, 1
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -73,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     recipe = p.add_argument_group("the recipe (default: TrainConfig.fine_tune)")
     for name, kind in (("epochs", int), ("repeats", int), ("lr", float), ("backbone-lr", float), ("l2sp", float),
                        ("ema-decay", float), ("weight-decay", float), ("warmup-steps", int),
-                       ("freeze-backbone-epochs", int), ("box-weight", float)):
+                       ("freeze-backbone-epochs", int), ("box-weight", float), ("min-face", float),
+                       ("neg-iou", float), ("zoom-prob", float)):
         recipe.add_argument(f"--{name}", type=kind, default=None)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: fastest on a busy machine)")
     p.add_argument("--device", default=None)
@@ -85,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from blazeface import FaceDetector, get_config
     from blazeface.train import LossConfig, TrainConfig, Trainer, evaluate, load_annotations, split_by_event
+    from blazeface.train.trainer import default_match
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -113,8 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"start AP (held back, min_score 0.05): {start[0.05]}")
 
     overrides = {k: getattr(args, k) for k in ("epochs", "repeats", "lr", "backbone_lr", "l2sp", "ema_decay",
-                                               "weight_decay", "warmup_steps", "freeze_backbone_epochs")
+                                               "weight_decay", "warmup_steps", "freeze_backbone_epochs", "min_face")
                  if getattr(args, k) is not None}
+    if args.zoom_prob is not None:
+        overrides["augment"] = dataclasses.replace(TrainConfig.fine_tune(args.model).augment, zoom_prob=args.zoom_prob)
+    if args.neg_iou is not None:
+        overrides["match"] = dataclasses.replace(default_match(get_config(args.model)), neg_iou=args.neg_iou)
     if args.box_weight is not None:
         overrides["loss"] = LossConfig(box_weight=args.box_weight)
     config = TrainConfig.fine_tune(args.model, batch_size=args.batch_size, seed=args.seed, device=args.device,

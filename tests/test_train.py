@@ -375,14 +375,15 @@ def test_weight_ema_by_hand():
 
 def test_fine_tune_recipe_saves_ema_weights_freezes_the_backbone_and_resumes(tmp_path):
     s = Sample(str(EXAMPLES / "astronaut.png"), np.array([[178, 83, 273, 178]], np.float32))
-    config = TrainConfig.fine_tune("full_range", epochs=1, batch_size=2, repeats=4, freeze_backbone_epochs=1,
-                                   device="cpu", threads=1, progress=False)
-    assert config.l2sp > 0 and config.ema_decay > 0 and config.backbone_lr < 1
-    trainer = Trainer(config, [s], None, tmp_path, log=io.StringIO())
+    recipe = TrainConfig.fine_tune("full_range")
+    assert recipe.backbone_lr == 0 and recipe.l2sp > 0 and recipe.ema_decay > 0 and recipe.match.neg_iou < 0.25
+    kw = dict(batch_size=2, repeats=4, backbone_lr=0.1, freeze_backbone_epochs=1, device="cpu", threads=1,
+              progress=False)
+    trainer = Trainer(TrainConfig.fine_tune("full_range", epochs=1, **kw), [s], None, tmp_path, log=io.StringIO())
     shipped = create_model("full_range").state_dict()
     history = trainer.fit()
-    raw = trainer.net.state_dict()
-    assert torch.equal(raw["stem.1.weight"], shipped["stem.1.weight"])  # frozen for the only epoch
+    raw = {k: v.clone() for k, v in trainer.net.state_dict().items()}
+    assert torch.equal(raw["stem.1.weight"], shipped["stem.1.weight"])  # frozen in the first epoch
     head = "classifiers.0.conv.weight"
     assert not torch.equal(raw[head], shipped[head]) and history[-1]["l2sp"] > 0
     from blazeface.registry import load_weights
@@ -390,8 +391,8 @@ def test_fine_tune_recipe_saves_ema_weights_freezes_the_backbone_and_resumes(tmp
     saved = load_weights(create_model("full_range", pretrained=False), tmp_path / "last.safetensors").state_dict()
     assert torch.allclose(saved[head], trainer.ema.state_dict()[head].float())  # the EMA's, not the raw weights
     assert not torch.allclose(saved[head], raw[head]) and not torch.equal(saved[head], shipped[head])
-    again = Trainer(TrainConfig.fine_tune("full_range", epochs=2, batch_size=2, repeats=4, freeze_backbone_epochs=1,
-                                          device="cpu", threads=1, progress=False), [s], None, tmp_path,
-                    log=io.StringIO()).resume()
-    assert all(torch.equal(a, b) for a, b in zip(again.net.state_dict().values(), raw.values()))
+    again = Trainer(TrainConfig.fine_tune("full_range", epochs=2, **kw), [s], None, tmp_path, log=io.StringIO()).resume()
+    assert all(torch.equal(again.net.state_dict()[k], v) for k, v in raw.items())
     assert all(torch.equal(again.ema.state_dict()[k], v) for k, v in trainer.ema.state_dict().items())
+    again.fit()
+    assert not torch.equal(again.net.state_dict()["stem.1.weight"], shipped["stem.1.weight"])  # learning from epoch 2
