@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tune", action="store_true",
                    help="choose settings without the held-back events: split the training events again by the same "
                         "rule, train on the first part and report on the second (the held-back events are not read)")
+    p.add_argument("--held-offset", type=int, default=1, choices=[0, 1],
+                   help="hold back the 2nd, 4th, … events (1, default) or the 1st, 3rd, … (0: the split reversed)")
     p.add_argument("--batch-size", type=int, default=16)
     recipe = p.add_argument_group("the recipe (default: TrainConfig.fine_tune)")
     for name, kind in (("epochs", int), ("repeats", int), ("lr", float), ("backbone-lr", float), ("l2sp", float),
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     samples = load_annotations(args.data, args.images)
-    train, held = split_by_event(samples)
+    train, held = split_by_event(samples, offset=args.held_offset)
     if args.tune:
         train, held = split_by_event(train)
     if not train or not held:
