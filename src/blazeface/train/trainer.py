@@ -112,7 +112,7 @@ class TrainConfig:
 #: model instead of dragging it away: only the heads learn (``backbone_lr`` 0: the backbone learning rates
 #: tried, 1e-4 and 3e-5, lowered AP on the validation event), an L2-SP pull toward the starting weights instead
 #: of weight decay, an EMA of the weights, and faces below 6% of the input ignored (the shipped models score
-#: WIDER's faces that small at a median 0.06–0.08: teaching them from a few images only miscalibrates).
+#: WIDER's faces that small at a median of about 0.06–0.08: teaching them from a few images only miscalibrates).
 FINE_TUNE: dict[str, Any] = {"lr": 3e-3, "backbone_lr": 0.0, "weight_decay": 0.0, "l2sp": 1.0, "ema_decay": 0.95,
                              "warmup_steps": 20, "freeze_backbone_epochs": 0, "epochs": 6, "repeats": 3,
                              "min_face": 0.06}
@@ -374,7 +374,8 @@ class Trainer:
         bar.close()
         seconds = time.perf_counter() - start
         row = {k: v / max(seen, 1) for k, v in sums.items()}
-        row.update(images_per_s=seen / max(seconds, 1e-9), seconds=seconds, lr=self.scheduler.get_last_lr()[-1])  # the heads'
+        row.update(images_per_s=seen / max(seconds, 1e-9), seconds=seconds,
+                   lr=self.scheduler.get_last_lr()[-1])  # the heads' (the last group)
         return row
 
     def validate(self, weights: str | Path | None = None, min_score: float | None = None) -> EvalReport:
@@ -449,6 +450,7 @@ class Trainer:
 #: TrainConfig fields ``blazeface train`` sets from options of the same name (``None``: the recipe's value).
 RECIPE_OPTIONS = ("epochs", "lr", "backbone_lr", "freeze_backbone_epochs", "l2sp", "ema_decay", "weight_decay",
                   "warmup_steps", "repeats")
+
 
 def add_train_parser(sub: Any) -> None:
     """Register ``blazeface train`` on the CLI's subparsers."""
