@@ -396,3 +396,21 @@ def test_fine_tune_recipe_saves_ema_weights_freezes_the_backbone_and_resumes(tmp
     assert all(torch.equal(again.ema.state_dict()[k], v) for k, v in trainer.ema.state_dict().items())
     again.fit()
     assert not torch.equal(again.net.state_dict()["stem.1.weight"], shipped["stem.1.weight"])  # learning from epoch 2
+
+
+def test_cli_fine_tuning_uses_the_recipe_and_its_overrides(tmp_path):
+    img = tmp_path / "imgs"
+    img.mkdir()
+    Image.open(EXAMPLES / "astronaut.png").convert("RGB").save(img / "astronaut.png")
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text(json.dumps({"path": "astronaut.png", "faces": [{"box": [178, 83, 273, 178]}]}) + "\n")
+    out = tmp_path / "run"
+    assert main(["train", "--model", "full_range", "--init", "pretrained", "--data", str(labels), "--images", str(img),
+                 "--epochs", "1", "--repeats", "2", "--batch-size", "2", "--ema-decay", "0.9", "--threads", "1",
+                 "--device", "cpu", "--quiet", "--out", str(out)], stdout=io.StringIO()) == 0
+    config = TrainConfig.from_dict(json.loads((out / "config.json").read_text()))
+    recipe = TrainConfig.fine_tune("full_range")
+    assert config.ema_decay == 0.9 and config.epochs == 1 and config.repeats == 2  # given on the command line
+    assert (config.lr, config.backbone_lr, config.l2sp, config.weight_decay, config.min_face, config.match) == (
+        recipe.lr, recipe.backbone_lr, recipe.l2sp, recipe.weight_decay, recipe.min_face, recipe.match)
+    assert TrainConfig(model="full_range").backbone_lr == 1.0  # scratch training is unchanged
