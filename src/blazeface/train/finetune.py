@@ -9,6 +9,9 @@ exponential moving average (EMA) of the weights.
   it keeps a fine-tuned network near the pretrained one, which is what a few dozen images can justify.
 * **EMA**: ``ema ← d · ema + (1 − d) · w`` after every optimizer step, starting at the initial weights; the
   average is what gets saved and validated (it smooths the step-to-step noise of small batches).
+
+The BlazeFace networks have no BatchNorm (it is folded into the convolutions), so freezing and averaging weights
+need no care for running statistics.
 """
 
 from __future__ import annotations
