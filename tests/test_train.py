@@ -28,7 +28,6 @@ from blazeface.train import (
     Sample,
     TrainConfig,
     Trainer,
-    average_precision,
     detect_format,
     encode,
     evaluate_detections,
@@ -41,7 +40,6 @@ from blazeface.train import (
 )
 from blazeface.train.data import FLIP_KEYPOINTS
 from blazeface.train.loss import anchor_cells
-from blazeface.train.metrics import match_detections
 from blazeface.train.synthetic import Paste, background, compose, samples_from_mediapipe_json
 
 from .conftest import EXAMPLES, shared
@@ -227,18 +225,22 @@ def test_wider_val_dev_annotations_and_event_split():
 
 # --- AP ---------------------------------------------------------------------------------------------
 def test_average_precision_by_hand():
+    """Training's AP is blazeface.eval's WIDER protocol (the same numbers as `blazeface eval`)."""
     s = Sample("a", np.array([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]], np.float32),
-               ignore=np.array([False, False, True]))
+               np.zeros((3, 6, 2)), ignore=np.array([False, False, True]))
     kp = np.zeros((3, 6, 2))
+    ap = lambda det: evaluate_detections([det], [s]).ap  # noqa: E731
     perfect = (s.boxes[:2], np.array([0.9, 0.8]), kp[:2])
-    assert average_precision(match_detections([perfect], [s])) == 1.0
+    assert ap(perfect) == 1.0
     fp_first = (np.array([[100, 100, 110, 110], [0, 0, 10, 10], [20, 20, 30, 30]]), np.array([0.95, 0.9, 0.8]), kp)
     # precision 0, 1/2, 2/3 at recall 0, 1/2, 1; the envelope makes it 2/3 at both recalls
-    assert abs(average_precision(match_detections([fp_first], [s])) - 2 / 3) < 1e-9
+    assert abs(ap(fp_first) - 2 / 3) < 1e-9
     on_ignored = (s.boxes[[2, 0]], np.array([0.99, 0.5]), kp[:2])  # the ignored face neither helps nor hurts
-    assert average_precision(match_detections([on_ignored], [s])) == 0.5
+    assert ap(on_ignored) == 0.5
+    duplicate = (s.boxes[[0, 0, 1]], np.array([0.9, 0.85, 0.8]), kp)  # a second hit on a found face is false
+    assert abs(ap(duplicate) - (0.5 + 0.5 * 2 / 3)) < 1e-9
     report = evaluate_detections([perfect], [s])
-    assert report.ap == 1.0 and report.faces == 2
+    assert report.ap == 1.0 and report.faces == 2 and report.keypoint_error == 0.0
 
 
 # --- the trainer ------------------------------------------------------------------------------------
@@ -317,3 +319,98 @@ def test_pseudo_labels_from_a_teacher(tmp_path):
         assert np.abs(kept - ref.xyxy).max() < 0.1 * (ref.xyxy[0, 2] - ref.xyxy[0, 0])
     back = load_annotations(write_jsonl(labels, tmp_path / "pl.jsonl"))
     assert [len(s) for s in back] == [len(s) for s in labels] and back[0].scores is not None
+
+
+# --- fine-tuning tools ------------------------------------------------------------------------------
+def test_param_groups_give_the_backbone_its_fraction_of_the_learning_rate(tmp_path):
+    from blazeface.train.finetune import backbone_parameters, head_parameters
+
+    s = Sample(str(EXAMPLES / "astronaut.png"), np.array([[178, 83, 273, 178]], np.float32))
+    config = TrainConfig.fine_tune("full_range", backbone_lr=0.1, lr=1e-4, epochs=1, device="cpu", progress=False)
+    trainer = Trainer(config, [s], None, tmp_path, log=io.StringIO())
+    groups = {g["name"]: g for g in trainer.optimizer.param_groups}
+    assert groups["backbone"]["initial_lr"] == pytest.approx(1e-5) and groups["heads"]["initial_lr"] == pytest.approx(1e-4)
+    heads = {id(p) for p in head_parameters(trainer.net)}
+    assert heads == {id(p) for p in groups["heads"]["params"]} and len(heads) == 4  # two 1×1 convs, weight + bias
+    assert {id(p) for p in backbone_parameters(trainer.net)} == {id(p) for p in groups["backbone"]["params"]}
+    assert len(heads) + len(groups["backbone"]["params"]) == len(list(trainer.net.parameters()))
+
+
+def test_l2sp_penalty_is_zero_at_the_start_and_grows_with_the_distance():
+    from blazeface.train.finetune import l2sp_penalty, start_weights
+
+    net = torch.nn.Linear(3, 2)
+    start = start_weights(net)
+    assert float(l2sp_penalty(net, start)) == 0.0
+    with torch.no_grad():
+        net.weight[0, 0] += 0.5
+        net.bias[1] -= 2.0
+    assert float(l2sp_penalty(net, start)) == pytest.approx(0.25 + 4.0)
+    net.bias.requires_grad_(False)  # frozen weights are not penalized
+    assert float(l2sp_penalty(net, start)) == pytest.approx(0.25)
+    net.bias.requires_grad_(True)
+    penalty = l2sp_penalty(net, start)
+    penalty.backward()  # its gradient pulls back toward the start: 2 (w − w₀)
+    assert float(net.weight.grad[0, 0]) == pytest.approx(1.0) and float(net.bias.grad[1]) == pytest.approx(-4.0)
+
+
+def test_weight_ema_by_hand():
+    from blazeface.train.finetune import WeightEMA
+
+    net = torch.nn.Linear(1, 1)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+        net.bias.fill_(0.0)
+    ema = WeightEMA(net, 0.9)
+    for w in (3.0, 5.0):
+        with torch.no_grad():
+            net.weight.fill_(w)
+        ema.update(net)
+    # 0.9 · (0.9 · 1 + 0.1 · 3) + 0.1 · 5 = 1.58; the bias stays at 0
+    assert float(ema.state_dict()["weight"]) == pytest.approx(1.58) and float(ema.state_dict()["bias"]) == 0.0
+    assert float(net.weight) == 5.0  # the network itself is untouched
+    with pytest.raises(ValueError):
+        WeightEMA(net, 1.0)
+
+
+def test_fine_tune_recipe_saves_ema_weights_freezes_the_backbone_and_resumes(tmp_path):
+    s = Sample(str(EXAMPLES / "astronaut.png"), np.array([[178, 83, 273, 178]], np.float32))
+    recipe = TrainConfig.fine_tune("full_range")
+    assert recipe.backbone_lr == 0 and recipe.l2sp > 0 and recipe.ema_decay > 0 and recipe.match.neg_iou < 0.25
+    kw = dict(batch_size=2, repeats=4, backbone_lr=0.1, freeze_backbone_epochs=1, device="cpu", threads=1,
+              progress=False)
+    trainer = Trainer(TrainConfig.fine_tune("full_range", epochs=1, **kw), [s], None, tmp_path, log=io.StringIO())
+    shipped = create_model("full_range").state_dict()
+    history = trainer.fit()
+    raw = {k: v.clone() for k, v in trainer.net.state_dict().items()}
+    assert torch.equal(raw["stem.1.weight"], shipped["stem.1.weight"])  # frozen in the first epoch
+    head = "classifiers.0.conv.weight"
+    assert not torch.equal(raw[head], shipped[head]) and history[-1]["l2sp"] > 0
+    from blazeface.registry import load_weights
+
+    saved = load_weights(create_model("full_range", pretrained=False), tmp_path / "last.safetensors").state_dict()
+    assert torch.allclose(saved[head], trainer.ema.state_dict()[head].float())  # the EMA's, not the raw weights
+    assert not torch.allclose(saved[head], raw[head]) and not torch.equal(saved[head], shipped[head])
+    again = Trainer(TrainConfig.fine_tune("full_range", epochs=2, **kw), [s], None, tmp_path, log=io.StringIO()).resume()
+    assert all(torch.equal(again.net.state_dict()[k], v) for k, v in raw.items())
+    assert all(torch.equal(again.ema.state_dict()[k], v) for k, v in trainer.ema.state_dict().items())
+    again.fit()
+    assert not torch.equal(again.net.state_dict()["stem.1.weight"], shipped["stem.1.weight"])  # learning from epoch 2
+
+
+def test_cli_fine_tuning_uses_the_recipe_and_its_overrides(tmp_path):
+    img = tmp_path / "imgs"
+    img.mkdir()
+    Image.open(EXAMPLES / "astronaut.png").convert("RGB").save(img / "astronaut.png")
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text(json.dumps({"path": "astronaut.png", "faces": [{"box": [178, 83, 273, 178]}]}) + "\n")
+    out = tmp_path / "run"
+    assert main(["train", "--model", "full_range", "--init", "pretrained", "--data", str(labels), "--images", str(img),
+                 "--epochs", "1", "--repeats", "2", "--batch-size", "2", "--ema-decay", "0.9", "--threads", "1",
+                 "--device", "cpu", "--quiet", "--out", str(out)], stdout=io.StringIO()) == 0
+    config = TrainConfig.from_dict(json.loads((out / "config.json").read_text()))
+    recipe = TrainConfig.fine_tune("full_range")
+    assert config.ema_decay == 0.9 and config.epochs == 1 and config.repeats == 2  # given on the command line
+    assert (config.lr, config.backbone_lr, config.l2sp, config.weight_decay, config.min_face, config.match) == (
+        recipe.lr, recipe.backbone_lr, recipe.l2sp, recipe.weight_decay, recipe.min_face, recipe.match)
+    assert TrainConfig(model="full_range").backbone_lr == 1.0  # scratch training is unchanged

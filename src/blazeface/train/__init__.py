@@ -15,13 +15,14 @@ from .data import (
     split_by_event,
     write_jsonl,
 )
+from .finetune import WeightEMA, l2sp_penalty, param_groups
 from .loss import DetectionLoss, LossConfig, MatchConfig, encode, match_anchors
-from .metrics import EvalReport, average_precision, evaluate, evaluate_detections, keypoint_error
+from .metrics import EvalReport, evaluate, evaluate_detections, ground_truth, keypoint_error
 from .trainer import TrainConfig, Trainer, TrainDataset
 
 __all__ = [
     "AugmentConfig", "Target", "make_example", "AnnotationError", "Sample", "detect_format", "load_annotations",
     "pseudo_label", "split_by_event", "write_jsonl", "DetectionLoss", "LossConfig", "MatchConfig", "encode",
-    "match_anchors", "EvalReport", "average_precision", "evaluate", "evaluate_detections", "keypoint_error",
-    "TrainConfig", "Trainer", "TrainDataset",
+    "match_anchors", "EvalReport", "evaluate", "evaluate_detections", "ground_truth", "keypoint_error",
+    "TrainConfig", "Trainer", "TrainDataset", "WeightEMA", "l2sp_penalty", "param_groups",
 ]
