@@ -132,6 +132,28 @@ def _median_ratio(run_a, run_b, repeats: int) -> tuple[float, float]:
     return statistics.median(ta) * 1e3, statistics.median(tb) * 1e3
 
 
+def ort_profile(path: Path, size: int, runs: int = 100) -> dict[str, float]:
+    """ONNX Runtime's own per-node profile, 1 thread, batch 1: microseconds per run by op type."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    so.enable_profiling = True
+    with tempfile.TemporaryDirectory() as tmp:
+        so.profile_file_prefix = str(Path(tmp) / "profile")
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        x = np.zeros((1, 3, size, size), np.float32)
+        for _ in range(runs):
+            sess.run(None, {"input": x})
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    by_op: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            by_op[e["args"]["op_name"]] = by_op.get(e["args"]["op_name"], 0.0) + e["dur"] / runs
+    return {k: round(v, 1) for k, v in sorted(by_op.items(), key=lambda kv: -kv[1])}
+
+
 def onnx_weight_bytes(path: Path) -> int:
     import onnx
     from onnx import numpy_helper
@@ -156,7 +178,8 @@ def bench_model(name: str, tmp: Path, repeats: int, with_tflite: bool) -> dict:
 
     cfg = get_config(name)
     s = cfg.input_size
-    out: dict = {"model": name}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    out: dict = {"model": name, "commit": commit, "date": datetime.date.today().isoformat()}
     files = {
         "onnx_float": export_model(name, "onnx", tmp / f"{name}.onnx"),
         "onnx_int8": export_model(name, "onnx", tmp / f"{name}_int8.onnx", int8=True),
@@ -183,18 +206,14 @@ def bench_model(name: str, tmp: Path, repeats: int, with_tflite: bool) -> dict:
         f_ms, q_ms = _median_ratio(lambda: fs.run(None, {"input": x}), lambda: qs.run(None, {"input": x}), repeats)
         speed[f"onnxruntime_b{bs}"] = {"float_ms": round(f_ms, 3), "int8_ms": round(q_ms, 3), "speedup": round(f_ms / q_ms, 3)}
     if with_tflite:
-        from ai_edge_litert.interpreter import Interpreter
+        from blazeface.inference import load_backend
 
-        def interp(p: Path):
-            it = Interpreter(model_path=str(p), num_threads=1)
-            it.allocate_tensors()
-            d = it.get_input_details()[0]
-            x = np.zeros(d["shape"], d["dtype"])
-            it.set_tensor(d["index"], x)
-            return it
-        fi, qi = interp(files["tflite_float"]), interp(files["tflite_int8"])
-        f_ms, q_ms = _median_ratio(fi.invoke, qi.invoke, repeats)
-        speed["litert_b1"] = {"float_ms": round(f_ms, 3), "int8_ms": round(q_ms, 3), "speedup": round(f_ms / q_ms, 3)}
+        fb, qb = load_backend(files["tflite_float"], 1), load_backend(files["tflite_int8"], 1)
+        for bs in (1, 8):  # batch-1 graphs: a batch is bs invocations of one single-threaded interpreter
+            x = rng.uniform(-1, 1, (bs, 3, s, s)).astype(np.float32)
+            f_ms, q_ms = _median_ratio(lambda: fb.run(x), lambda: qb.run(x), repeats)
+            speed[f"litert_b{bs}"] = {"float_ms": round(f_ms, 3), "int8_ms": round(q_ms, 3), "speedup": round(f_ms / q_ms, 3)}
+    out["onnxruntime_profile_us"] = {"float": ort_profile(files["onnx_float"], s), "int8": ort_profile(files["onnx_int8"], s)}
     try:
         from blazeface import create_model
         from blazeface.export.quantize import calibration_images, quantize_torch_fx
@@ -248,11 +267,13 @@ def machine() -> str:
     return f"{cpu} ({os.cpu_count()} cores, {', '.join(flags) or 'no AVX flags found'}), {platform.system()}"
 
 
+NOTES = """Notes: TODO"""
+
+
 def write_results(results: list[dict], path: Path) -> None:
     import onnxruntime
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     lines = ["## Export and int8 (issue 6)", "",
-             f"Machine: {machine()}. Commit {commit}, {datetime.date.today().isoformat()}. torch {torch.__version__}, "
+             f"Machine: {machine()}. Commit {results[0]['commit']}, {results[0]['date']}. torch {torch.__version__}, "
              f"onnxruntime {onnxruntime.__version__}. Command: `python benchmarks/export_int8.py --write-results`.",
              "Speed: 1 thread, median of interleaved runs, float and int8 in the same runtime (2 shared cores: noisy).",
              "Accuracy: `FaceDetector(file)` against PyTorch float; faces matched at IoU >= 0.9; AP on wider_val_dev at min score 0.1.",
@@ -273,18 +294,34 @@ def write_results(results: list[dict], path: Path) -> None:
             else:
                 lines.append(f"| {k} | {v['float_ms']} | {v['int8_ms']} | {v['speedup']} |")
         lines.append("")
-        lines.append("| file | examples (faces / matched / images differing / min IoU) | seed images | wider_val_dev | AP easy / medium / hard |")
+        prof = r.get("onnxruntime_profile_us")
+        if prof:
+            ops = sorted(set(prof["float"]) | set(prof["int8"]), key=lambda k: -max(prof["float"].get(k, 0), prof["int8"].get(k, 0)))
+            lines.append("ONNX Runtime's per-node profile (1 thread, batch 1, µs per run by op type; profiling adds overhead):")
+            lines.append("")
+            lines.append("| op | float µs | int8 µs |")
+            lines.append("|---|---|---|")
+            for op in ops:
+                lines.append(f"| {op} | {prof['float'].get(op, '')} | {prof['int8'].get(op, '')} |")
+            lines.append(f"| total | {round(sum(prof['float'].values()), 1)} | {round(sum(prof['int8'].values()), 1)} |")
+            lines.append("")
+        lines.append("Cells: float faces / int8 faces / pairs (IoU >= 0.5) / matched (IoU >= 0.9) / flips (of which within 0.1 "
+                     "of the threshold) / images differing / min IoU of the pairs.")
+        lines.append("")
+        lines.append("| file | examples | seed images | wider_val_dev | AP easy / medium / hard |")
         lines.append("|---|---|---|---|---|")
         fap = r["accuracy"]["float_pytorch_AP"]
         lines.append(f"| PyTorch float | | | | {fap['easy']} / {fap['medium']} / {fap['hard']} |")
         for k, v in r["accuracy"].items():
             if k == "float_pytorch_AP":
                 continue
-            cells = [f"{v[s]['faces']} / {v[s]['matched']} / {v[s]['images_differing']} / {v[s]['min_iou']}"
+            cells = [f"{v[s]['faces']} / {v[s]['int8_faces']} / {v[s]['pairs']} / {v[s]['matched']} / "
+                     f"{v[s]['flips']} ({v[s]['near_threshold_flips']}) / {v[s]['images_differing']} / {v[s]['min_iou']}"
                      for s in ("examples", "seed_images", "wider_val_dev")]
             ap = v["AP"]
             lines.append(f"| {k} | " + " | ".join(cells) + f" | {ap['easy']} / {ap['medium']} / {ap['hard']} |")
         lines.append("")
+    lines += [NOTES, ""]
     section = "\n".join(lines)
     text = path.read_text() if path.exists() else "# Benchmark results\n\n"
     start = text.find("## Export and int8 (issue 6)")
@@ -303,7 +340,11 @@ def main() -> None:
     ap.add_argument("--no-tflite", action="store_true", help="skip the litert-torch exports")
     ap.add_argument("--write-results", action="store_true", help="write the section of benchmarks/RESULTS.md")
     ap.add_argument("--json", help="also write the raw results here")
+    ap.add_argument("--render", metavar="JSON", help="only write RESULTS.md from the raw results of an earlier run")
     args = ap.parse_args()
+    if args.render:
+        write_results(json.loads(Path(args.render).read_text()), ROOT / "benchmarks" / "RESULTS.md")
+        return
     try:
         import litert_torch  # noqa: F401
         with_tflite = not args.no_tflite
