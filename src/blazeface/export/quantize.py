@@ -8,7 +8,9 @@ float outputs (regressors are input pixels spanning ±300: one int8 step would b
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 from pathlib import Path
 from typing import Any
 
@@ -161,13 +163,14 @@ def quantize_onnx(float_path: str | Path, out_path: str | Path, images: torch.Te
         quant_pre_process(str(float_path), str(pre), skip_symbolic_shape=True)
         heads = head_nodes(onnx.load(str(pre)))
         qtmp = Path(tmp) / "q.onnx"
-        quantize_static(
-            str(pre), str(qtmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QUInt8 if weight_type == "uint8" else QuantType.QInt8,
-            reduce_range=weight_type != "uint8", calibrate_method=methods[calibrate], nodes_to_exclude=heads,
-            extra_options={"CalibPercentile": percentile, "CalibTensorRangeSymmetric": False},
-        )
+        with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print progress
+            quantize_static(
+                str(pre), str(qtmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QUInt8 if weight_type == "uint8" else QuantType.QInt8,
+                reduce_range=weight_type != "uint8", calibrate_method=methods[calibrate], nodes_to_exclude=heads,
+                extra_options={"CalibPercentile": percentile, "CalibTensorRangeSymmetric": False},
+            )
         model = onnx.load(str(qtmp))
     producer = {o: n for n in model.graph.node for o in n.output}
     _weights_only_int8(model, {n for n in heads if n in {p.name for p in producer.values()}})
