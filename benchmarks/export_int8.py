@@ -273,7 +273,8 @@ figures of earlier runs; the ratios come from interleaved runs of float and int8
 
 - **Speed: the 1.5x target is unmet on this CPU.** The fastest int8 is the full-integer TFLite file in LiteRT
   (XNNPACK QS8): 1.00-1.16x float at batch 1 over our runs (bare interpreter invokes: 1.00x), 1.05x at batch 8 (the PT2E file it replaces ran 0.36x: its
-  adds and pads ran in float between DEQUANTIZE/QUANTIZE pairs). onnxruntime int8 is 0.74-0.76x and PyTorch FX
+  adds and pads ran in float between DEQUANTIZE/QUANTIZE pairs); the new file is fully delegated, the interpreter's plan is one
+  XNNPACK DELEGATE node, and with the builtin kernels instead it runs 1.8x slower). onnxruntime int8 is 0.74-0.76x and PyTorch FX
   int8 0.34-0.5x. Why: this EPYC has AVX2 but no VNNI, so an int8 multiply-accumulate is vpmaddubsw/vpmaddwd
   (16-bit intermediate, extra widening and requantization) against one 8-wide fp32 FMA, a 2x peak at best;
   BlazeFace is mostly 3x3 depthwise convolutions and 1x1 convolutions of 24-96 channels on small maps, where
