@@ -280,8 +280,8 @@ figures of earlier runs; the ratios come from interleaved runs of float and int8
   BlazeFace is mostly 3x3 depthwise convolutions and 1x1 convolutions of 24-96 channels on small maps, where
   that peak is never reached. ORT's profile above shows it: QLinearConv alone takes longer than all float
   Conv nodes together (per node, the stem's 5x5x3 convolution, K = 75, and the 64x64 layers are the slowest),
-  and the QDQ bookkeeping adds about 10% more: the channel-padding Pad of every residual runs in float between
-  a DequantizeLinear and a QuantizeLinear. Variants measured once (not in this table, batch 1,
+  and QDQ bookkeeping is another ~20% (QuantizeLinear, DequantizeLinear and Pad: the channel-padding Pad of every residual runs in float between
+  a DequantizeLinear and a QuantizeLinear). Variants measured once (not in this table, batch 1,
   ORT): u8s8 weights QDQ 0.67x, u8s8 QOperator 0.73x, s8s8 0.45x, per-tensor weights 0.66x, heads quantized too
   0.66x, the default u8u8 QDQ 0.62-0.74x: none is close to 1.5x.
 - **Accuracy.** Activation ranges clip outliers: ONNX uses ORT's percentile calibrator (99.99th percentile of
