@@ -88,25 +88,37 @@ def wider_ap(annotations: dict, detections: dict[str, tuple[np.ndarray, np.ndarr
     return float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))
 
 
-def match(ref: list, other: list, iou_min: float = 0.9) -> dict:
-    """Same faces? Per image, each float face must have an int8 face with IoU >= iou_min, and vice versa."""
-    faces = same = 0
+def match(ref: list, other: list, threshold: float, iou_min: float = 0.9, near: float = 0.1) -> dict:
+    """Same faces? A float face and an int8 face are the same face at IoU >= 0.5 (greedy, per image); a
+    face of one without a counterpart in the other is a flip, ``near`` when its score is below
+    ``threshold + near``. ``matched``: pairs at IoU >= ``iou_min``; ``min_iou``: the worst pair."""
+    faces = pairs = same = flips = near_flips = 0
     worst = 1.0
-    differing = []
-    for i, (a, b) in enumerate(zip(ref, other)):
-        faces += max(len(a), len(b))
-        if len(a) == 0 and len(b) == 0:
-            continue
-        if len(a) == 0 or len(b) == 0:
-            differing.append(i)
-            continue
-        iou = box_iou(torch.from_numpy(a.xyxy), torch.from_numpy(b.xyxy)).numpy()
-        best_a, best_b = iou.max(1), iou.max(0)
-        worst = min(worst, float(best_a.min()), float(best_b.min()))
-        same += int((best_a >= iou_min).sum())
-        if len(a) != len(b) or (best_a < iou_min).any() or (best_b < iou_min).any():
-            differing.append(i)
-    return {"faces": faces, "matched": same, "images_differing": len(differing), "min_iou": round(worst, 4)}
+    differing = 0
+    for a, b in zip(ref, other):
+        faces += len(a)
+        iou = (box_iou(torch.from_numpy(a.xyxy), torch.from_numpy(b.xyxy)).numpy()
+               if len(a) and len(b) else np.zeros((len(a), len(b))))
+        used_a, used_b = np.zeros(len(a), bool), np.zeros(len(b), bool)
+        bad = False
+        for k in np.argsort(-iou, axis=None):
+            i, j = divmod(int(k), len(b))
+            if iou[i, j] < 0.5:
+                break
+            if used_a[i] or used_b[j]:
+                continue
+            used_a[i] = used_b[j] = True
+            pairs += 1
+            same += int(iou[i, j] >= iou_min)
+            bad |= bool(iou[i, j] < iou_min)
+            worst = min(worst, float(iou[i, j]))
+        lone = np.concatenate([a.scores[~used_a], b.scores[~used_b]])
+        flips += len(lone)
+        near_flips += int((lone < threshold + near).sum())
+        differing += int(bad or len(lone) > 0)
+    return {"faces": faces, "int8_faces": int(sum(len(b) for b in other)), "pairs": pairs, "matched": same,
+            "flips": flips, "near_threshold_flips": near_flips, "images_differing": differing,
+            "min_iou": round(worst, 4)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -118,6 +130,28 @@ def _median_ratio(run_a, run_b, repeats: int) -> tuple[float, float]:
         t = time.perf_counter(); run_a(); ta.append(time.perf_counter() - t)
         t = time.perf_counter(); run_b(); tb.append(time.perf_counter() - t)
     return statistics.median(ta) * 1e3, statistics.median(tb) * 1e3
+
+
+def ort_profile(path: Path, size: int, runs: int = 100) -> dict[str, float]:
+    """ONNX Runtime's own per-node profile, 1 thread, batch 1: microseconds per run by op type."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    so.enable_profiling = True
+    with tempfile.TemporaryDirectory() as tmp:
+        so.profile_file_prefix = str(Path(tmp) / "profile")
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        x = np.zeros((1, 3, size, size), np.float32)
+        for _ in range(runs):
+            sess.run(None, {"input": x})
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    by_op: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            by_op[e["args"]["op_name"]] = by_op.get(e["args"]["op_name"], 0.0) + e["dur"] / runs
+    return {k: round(v, 1) for k, v in sorted(by_op.items(), key=lambda kv: -kv[1])}
 
 
 def onnx_weight_bytes(path: Path) -> int:
@@ -144,7 +178,8 @@ def bench_model(name: str, tmp: Path, repeats: int, with_tflite: bool) -> dict:
 
     cfg = get_config(name)
     s = cfg.input_size
-    out: dict = {"model": name}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    out: dict = {"model": name, "commit": commit, "date": datetime.date.today().isoformat()}
     files = {
         "onnx_float": export_model(name, "onnx", tmp / f"{name}.onnx"),
         "onnx_int8": export_model(name, "onnx", tmp / f"{name}_int8.onnx", int8=True),
@@ -171,18 +206,14 @@ def bench_model(name: str, tmp: Path, repeats: int, with_tflite: bool) -> dict:
         f_ms, q_ms = _median_ratio(lambda: fs.run(None, {"input": x}), lambda: qs.run(None, {"input": x}), repeats)
         speed[f"onnxruntime_b{bs}"] = {"float_ms": round(f_ms, 3), "int8_ms": round(q_ms, 3), "speedup": round(f_ms / q_ms, 3)}
     if with_tflite:
-        from ai_edge_litert.interpreter import Interpreter
+        from blazeface.inference import load_backend
 
-        def interp(p: Path):
-            it = Interpreter(model_path=str(p), num_threads=1)
-            it.allocate_tensors()
-            d = it.get_input_details()[0]
-            x = np.zeros(d["shape"], d["dtype"])
-            it.set_tensor(d["index"], x)
-            return it
-        fi, qi = interp(files["tflite_float"]), interp(files["tflite_int8"])
-        f_ms, q_ms = _median_ratio(fi.invoke, qi.invoke, repeats)
-        speed["litert_b1"] = {"float_ms": round(f_ms, 3), "int8_ms": round(q_ms, 3), "speedup": round(f_ms / q_ms, 3)}
+        fb, qb = load_backend(files["tflite_float"], 1), load_backend(files["tflite_int8"], 1)
+        for bs in (1, 8):  # batch-1 graphs: a batch is bs invocations of one single-threaded interpreter
+            x = rng.uniform(-1, 1, (bs, 3, s, s)).astype(np.float32)
+            f_ms, q_ms = _median_ratio(lambda: fb.run(x), lambda: qb.run(x), repeats)
+            speed[f"litert_b{bs}"] = {"float_ms": round(f_ms, 3), "int8_ms": round(q_ms, 3), "speedup": round(f_ms / q_ms, 3)}
+    out["onnxruntime_profile_us"] = {"float": ort_profile(files["onnx_float"], s), "int8": ort_profile(files["onnx_int8"], s)}
     try:
         from blazeface import create_model
         from blazeface.export.quantize import calibration_images, quantize_torch_fx
@@ -212,7 +243,7 @@ def bench_model(name: str, tmp: Path, repeats: int, with_tflite: bool) -> dict:
                                for st in ("easy", "medium", "hard")}
     for key, path in files.items():
         det = FaceDetector(str(path), device="cpu")
-        res = {k: match(ref[k], det(v)) for k, v in sets.items()}
+        res = {k: match(ref[k], det(v), ref_det.min_score) for k, v in sets.items()}
         low = FaceDetector(str(path), device="cpu", min_score=0.1)(sets["wider_val_dev"])
         res["AP"] = {st: round(wider_ap(ann, {p.name: (d.xyxy, d.scores) for p, d in
                                              zip(sets["wider_val_dev"], low)}, st), 4)
@@ -236,11 +267,46 @@ def machine() -> str:
     return f"{cpu} ({os.cpu_count()} cores, {', '.join(flags) or 'no AVX flags found'}), {platform.system()}"
 
 
+NOTES = """\
+Notes (short range; the machine was shared with two other jobs, so absolute ms are 3-7x the quiet-machine
+figures of earlier runs; the ratios come from interleaved runs of float and int8 in the same process):
+
+- **Speed: the 1.5x target is unmet on this CPU.** The fastest int8 is the full-integer TFLite file in LiteRT
+  (XNNPACK QS8): 1.00-1.16x float at batch 1 over our runs (bare interpreter invokes: 1.00x), 1.05x at batch 8 (the PT2E file it replaces ran 0.36x: its
+  adds and pads ran in float between DEQUANTIZE/QUANTIZE pairs); the new file is fully delegated, the interpreter's plan is one
+  XNNPACK DELEGATE node, and with the builtin kernels instead it runs 1.8x slower). onnxruntime int8 is 0.74-0.76x and PyTorch FX
+  int8 0.34-0.5x. Why: this EPYC has AVX2 but no VNNI, so an int8 multiply-accumulate is vpmaddubsw/vpmaddwd
+  (16-bit intermediate, extra widening and requantization) against one 8-wide fp32 FMA, a 2x peak at best;
+  BlazeFace is mostly 3x3 depthwise convolutions and 1x1 convolutions of 24-96 channels on small maps, where
+  that peak is never reached. ORT's profile above shows it: QLinearConv alone takes longer than all float
+  Conv nodes together (per node, the stem's 5x5x3 convolution, K = 75, and the 64x64 layers are the slowest),
+  and QDQ bookkeeping is another ~20% (QuantizeLinear, DequantizeLinear and Pad: the channel-padding Pad of every residual runs in float between
+  a DequantizeLinear and a QuantizeLinear). Variants measured once (not in this table, batch 1,
+  ORT): u8s8 weights QDQ 0.67x, u8s8 QOperator 0.73x, s8s8 0.45x, per-tensor weights 0.66x, heads quantized too
+  0.66x, the default u8u8 QDQ 0.62-0.74x: none is close to 1.5x.
+- **Accuracy.** Activation ranges clip outliers: ONNX uses ORT's percentile calibrator (99.99th percentile of
+  all calibration values per tensor), TFLite the 99.95th percentile per image (both chosen on wider_val_dev
+  against min-max and 99.5-99.99; the calibration images are the bundled examples/ with augmentations, never
+  wider_val_dev). On the fixtures and the seed images every face both find matches at IoU >= 0.9; the one
+  seed-image flip is a face float scores within 0.1 of the threshold. On wider_val_dev the int8 files find
+  53 (ONNX) and 56 (TFLite) of float's 57 faces, 48 and 51 of the pairs at IoU >= 0.9 (min-max calibration
+  before: 44 of 61); the flips are (all but one ONNX flip) faces scoring within 0.1 of the 0.5 threshold, where a
+  0.05 score change flips them. AP easy / medium is within 0.0001 of float for ONNX and 0.0031 / 0.0014 for TFLite.
+  Calibrating on real crowd photos instead was worse: TFLite int8 calibrated on the even half of wider_val_dev
+  (68 images, with or without augmentation) keeps 21-25 of the odd half's 33 float faces at IoU >= 0.9, against
+  30 when calibrated on examples/ (percentile 99.95 or 99.99). Other models, TFLite int8 on examples/ + seed
+  images (measured once): full range 12 of 12 faces at IoU >= 0.9 (min 0.905); full range sparse 11 of 12 found by
+  both (min IoU 0.79), 8 at IoU >= 0.9, one face (not near the threshold) lost: not tuned for these models.
+- **TFLite int8** (`FaceDetector("x_int8.tflite")`) now works: the backbone is int8, the head convolutions
+  stay float behind one DEQUANTIZE per feature map, input and outputs are float32 (the old file's logits output
+  had one int8 scale over [-2047, 0], so every score was 0.5). Its weights are 145 KB (float heads: 51 KB);
+  the ONNX int8 weights are 124 KB."""
+
+
 def write_results(results: list[dict], path: Path) -> None:
     import onnxruntime
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     lines = ["## Export and int8 (issue 6)", "",
-             f"Machine: {machine()}. Commit {commit}, {datetime.date.today().isoformat()}. torch {torch.__version__}, "
+             f"Machine: {machine()}. Commit {results[0]['commit']}, {results[0]['date']}. torch {torch.__version__}, "
              f"onnxruntime {onnxruntime.__version__}. Command: `python benchmarks/export_int8.py --write-results`.",
              "Speed: 1 thread, median of interleaved runs, float and int8 in the same runtime (2 shared cores: noisy).",
              "Accuracy: `FaceDetector(file)` against PyTorch float; faces matched at IoU >= 0.9; AP on wider_val_dev at min score 0.1.",
@@ -261,18 +327,34 @@ def write_results(results: list[dict], path: Path) -> None:
             else:
                 lines.append(f"| {k} | {v['float_ms']} | {v['int8_ms']} | {v['speedup']} |")
         lines.append("")
-        lines.append("| file | examples (faces / matched / images differing / min IoU) | seed images | wider_val_dev | AP easy / medium / hard |")
+        prof = r.get("onnxruntime_profile_us")
+        if prof:
+            ops = sorted(set(prof["float"]) | set(prof["int8"]), key=lambda k: -max(prof["float"].get(k, 0), prof["int8"].get(k, 0)))
+            lines.append("ONNX Runtime's per-node profile (1 thread, batch 1, µs per run by op type; profiling adds overhead):")
+            lines.append("")
+            lines.append("| op | float µs | int8 µs |")
+            lines.append("|---|---|---|")
+            for op in ops:
+                lines.append(f"| {op} | {prof['float'].get(op, '')} | {prof['int8'].get(op, '')} |")
+            lines.append(f"| total | {round(sum(prof['float'].values()), 1)} | {round(sum(prof['int8'].values()), 1)} |")
+            lines.append("")
+        lines.append("Cells: float faces / int8 faces / pairs (IoU >= 0.5) / matched (IoU >= 0.9) / flips (of which within 0.1 "
+                     "of the threshold) / images differing / min IoU of the pairs.")
+        lines.append("")
+        lines.append("| file | examples | seed images | wider_val_dev | AP easy / medium / hard |")
         lines.append("|---|---|---|---|---|")
         fap = r["accuracy"]["float_pytorch_AP"]
         lines.append(f"| PyTorch float | | | | {fap['easy']} / {fap['medium']} / {fap['hard']} |")
         for k, v in r["accuracy"].items():
             if k == "float_pytorch_AP":
                 continue
-            cells = [f"{v[s]['faces']} / {v[s]['matched']} / {v[s]['images_differing']} / {v[s]['min_iou']}"
+            cells = [f"{v[s]['faces']} / {v[s]['int8_faces']} / {v[s]['pairs']} / {v[s]['matched']} / "
+                     f"{v[s]['flips']} ({v[s]['near_threshold_flips']}) / {v[s]['images_differing']} / {v[s]['min_iou']}"
                      for s in ("examples", "seed_images", "wider_val_dev")]
             ap = v["AP"]
             lines.append(f"| {k} | " + " | ".join(cells) + f" | {ap['easy']} / {ap['medium']} / {ap['hard']} |")
         lines.append("")
+    lines += [NOTES, ""]
     section = "\n".join(lines)
     text = path.read_text() if path.exists() else "# Benchmark results\n\n"
     start = text.find("## Export and int8 (issue 6)")
@@ -291,7 +373,11 @@ def main() -> None:
     ap.add_argument("--no-tflite", action="store_true", help="skip the litert-torch exports")
     ap.add_argument("--write-results", action="store_true", help="write the section of benchmarks/RESULTS.md")
     ap.add_argument("--json", help="also write the raw results here")
+    ap.add_argument("--render", metavar="JSON", help="only write RESULTS.md from the raw results of an earlier run")
     args = ap.parse_args()
+    if args.render:
+        write_results(json.loads(Path(args.render).read_text()), ROOT / "benchmarks" / "RESULTS.md")
+        return
     try:
         import litert_torch  # noqa: F401
         with_tflite = not args.no_tflite

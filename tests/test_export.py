@@ -67,6 +67,8 @@ def exported(tmp_path_factory):
                 cache[key] = export_model(name, "onnx", tmp / f"{name}_int8.onnx", int8=True)
             elif kind == "torchscript":
                 cache[key] = export_model(name, "torchscript", tmp / f"{name}.pt")
+            elif kind == "tflite_int8":
+                cache[key] = export_model(name, "tflite", tmp / f"{name}_int8.tflite", int8=True)
             elif kind == "tflite_split":
                 cache[key] = export_model(name, "tflite", tmp / f"{name}_split.tflite", split_heads=True)
             else:
@@ -177,10 +179,13 @@ def test_onnx_with_postprocess_runs_in_plain_onnxruntime(exported, tmp_path):
     assert total >= 8  # 4 examples + 1 + 3 + 4 seed faces, less the profile
 
 
-def test_int8_onnx_finds_the_same_faces_as_float(exported):
+@pytest.mark.parametrize("kind", ["onnx_int8", "tflite_int8"])
+def test_int8_finds_the_same_faces_as_float(exported, kind):
     """Every face float finds clearly (score ≥ threshold + 0.1) int8 finds too, and the other way round, at IoU ≥ 0.9.
     Faces scoring within 0.1 of the threshold may flip (int8 moves scores by up to ~0.1 on the seed images)."""
-    path = exported("short_range:onnx_int8")
+    if kind == "tflite_int8":
+        pytest.importorskip("litert_torch")
+    path = exported(f"short_range:{kind}")
     backend = load_backend(path)
     assert backend.metadata["quantization"]["int8"] is True
     images = _examples() + _seeds()
@@ -197,6 +202,27 @@ def test_int8_onnx_finds_the_same_faces_as_float(exported):
                 assert float(iou.max(1).values.min()) >= 0.9, p.name
         faces += int((a.scores >= clear).sum())
     assert faces >= 6
+    assert sum(len(a) for a in ref[:4]) == sum(len(b) for b in got[:4]) == 4  # one face per example photo
+
+
+def test_int8_tflite_runs_the_backbone_in_int8(exported):
+    """Backbone convolutions int8 with per-channel weights; heads, input and outputs float32 (logits not clipped)."""
+    pytest.importorskip("litert_torch")
+    from blazeface.convert import TFLiteGraph
+
+    g = TFLiteGraph.from_file(exported("short_range:tflite_int8"))
+    convs = [op for op in g.operators if op.type in ("CONV_2D", "DEPTHWISE_CONV_2D")]
+    int8 = [op for op in convs if g.tensors[op.inputs[0]].dtype == 9]
+    assert len(int8) == len(convs) - 4  # all but the four head convolutions
+    assert all(g.tensors[op.inputs[1]].quant_scale is not None and len(g.tensors[op.inputs[1]].quant_scale) > 1
+               for op in int8)
+    assert all(g.tensors[t].dtype == 0 for t in list(g.inputs) + list(g.outputs))
+    x = _inputs(128)
+    _, logits = load_backend(exported("short_range:tflite_int8"))(x)
+    with torch.inference_mode():
+        _, ref = create_model("short_range")(x)
+    top = ref[-1, :, 0].argmax()  # the face anchor of the last example
+    assert float(logits[-1, top, 0]) > 0 and float(logits.min()) < -50
 
 
 def test_int8_onnx_weights_are_small(exported):

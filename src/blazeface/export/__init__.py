@@ -77,7 +77,7 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
                 fp = save_onnx(model_proto, Path(tmp) / "float.onnx")
                 quantize_onnx(fp, Path(tmp) / "int8.onnx", images)
                 model_proto = onnx.load(str(Path(tmp) / "int8.onnx"))
-            quant.update({"runtime": "onnxruntime QDQ", "activations": "uint8 per tensor",
+            quant.update({"runtime": "onnxruntime QDQ", "activations": "uint8 per tensor (99.99th percentile ranges)",
                           "weights": "uint8 per output channel (asymmetric)",
                           "head_convs": "float compute, int8 weights"})
         post = None
@@ -110,7 +110,8 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
 
     if int8:
         assert quant is not None
-        quant.update({"runtime": "LiteRT (litert-torch PT2E)", "activations": "int8 per tensor, int8 I/O"})
+        quant.update({"runtime": "LiteRT full-integer (XNNPACK QS8)", "activations": "int8 per tensor (99.95th percentile per image)",
+                      "weights": "int8 per output channel (symmetric)", "head_convs": "float", "io": "float32"})
     outputs = ["regressors", "logits"]
     if split_heads:
         outputs = [f"{kind}_{i}" for i in range(len(config.net.heads)) for kind in ("regressors", "logits")]

@@ -3,11 +3,9 @@
 The graph takes ``[1, S, S, 3]`` float input in [-1, 1] (NHWC, as MediaPipe's models) and returns
 ``regressors [1, A, 16]`` and ``logits [1, A, 1]``; ``split_heads=True`` gives the per-head layout of
 the vendor model zoos instead (short range: ``(1,512,16), (1,512,1), (1,384,16), (1,384,1)``).
-int8: PT2E static quantization (``litert_torch.quantize``), per-channel symmetric weights, int8
-activations and int8 I/O, after cross-layer equalization. Known problem (benchmarks/RESULTS.md): the
-logits output shares one int8 scale over [-2000, 20] (anchors on the padding), which clips every
-positive logit to 0 (score 0.5 everywhere); a clamp before the output does not help because PT2E gives
-clamp its input's scale. The int8 TFLite file is therefore not usable for detection yet; float is exact.
+int8: the float file rewritten as a full-integer model (:mod:`.tflite_int8`): int8 activations, per-channel
+int8 weights, int32 biases, calibrated on the given images after cross-layer equalization, so the backbone
+runs in XNNPACK's QS8 kernels; the heads stay float and input/outputs are float32.
 Our metadata JSON is stored in the flatbuffer's ``metadata`` table under the name ``blazeface``.
 """
 
@@ -69,24 +67,14 @@ def export_tflite(net: nn.Module, input_size: int, path: str | Path, meta: dict[
     wrapper = ChannelsLastNet(net.eval(), split_heads).eval()
     example = (torch.zeros(1, input_size, input_size, 3),)
     with _quiet(), torch.no_grad():
-        if int8_images is None:
-            edge = litert_torch.convert(wrapper, example)
-        else:
-            from litert_torch.quantize import pt2e_quantizer
-            from litert_torch.quantize.quant_config import QuantConfig
-            from torchao.quantization.pt2e import quantize_pt2e
-
-            quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
-                pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
-            graph = torch.export.export(wrapper, example).module()
-            prepared = quantize_pt2e.prepare_pt2e(graph, quantizer)
-            for img in int8_images:
-                prepared(img.permute(1, 2, 0)[None])
-            converted = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
-            edge = litert_torch.convert(converted, example, quant_config=QuantConfig(pt2e_quantizer=quantizer))
+        edge = litert_torch.convert(wrapper, example)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         edge.export(str(path))
+    if int8_images is not None:
+        from .tflite_int8 import quantize_tflite
+
+        path.write_bytes(quantize_tflite(path.read_bytes(), (img.permute(1, 2, 0)[None].numpy() for img in int8_images)))
     path.write_bytes(add_tflite_metadata(path.read_bytes(), meta))
     return path
 

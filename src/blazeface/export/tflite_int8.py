@@ -1,0 +1,250 @@
+"""Full-integer TFLite from a float ``.tflite``: what TensorFlow's converter does, for the BlazeFace op set.
+
+Every activation of the backbone becomes int8 (asymmetric, per tensor, min-max ranges measured by
+running the float file on calibration images); convolution weights become symmetric int8 per output
+channel, biases int32. Ops that move values without arithmetic (``PAD``, ``MAX_POOL_2D``, ``RESHAPE``,
+``TRANSPOSE``, ``CONCATENATION``, ``RESIZE_BILINEAR``, ``DEPTH_TO_SPACE``) share one scale between input
+and output, as XNNPACK's QS8 kernels require, so the whole backbone runs in XNNPACK's int8 path with no
+float round trip. The heads (the ops from the last 1×1 convolutions to the outputs) stay float after a
+``DEQUANTIZE``: logits span [-2000, 20] over padding anchors and regressors ±300 px, both too wide for
+one int8 scale. Input and outputs stay float32 (a ``QUANTIZE`` op follows the input).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+# output shares the input's quantization (no arithmetic): XNNPACK requires it for QS8
+_SAME_SCALE = {"PAD", "PADV2", "MAX_POOL_2D", "RESHAPE", "TRANSPOSE", "CONCATENATION", "RESIZE_BILINEAR",
+               "DEPTH_TO_SPACE", "SQUEEZE"}
+_ARITHMETIC = {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "RELU"}
+# minimum op versions with int8 kernels (per-channel weights for the convolutions)
+_MIN_VERSION = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "ADD": 2, "PAD": 2, "PADV2": 2, "MAX_POOL_2D": 2,
+                "RESHAPE": 1, "TRANSPOSE": 2, "CONCATENATION": 2, "RESIZE_BILINEAR": 2, "DEPTH_TO_SPACE": 2,
+                "SQUEEZE": 2, "QUANTIZE": 1, "DEQUANTIZE": 2}
+
+
+PERCENTILE = 99.95  # per-image activation percentile: the best of 99.5–99.99 and min-max on wider_val_dev
+
+
+def _schema() -> Any:
+    from ai_edge_litert import schema_py_generated as schema
+
+    return schema
+
+
+def _op_names(schema: Any) -> dict[int, str]:
+    return {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+
+
+def _name(t: Any) -> str:
+    return t.name.decode() if isinstance(t.name, bytes) else str(t.name or "")
+
+
+def _code(model: Any, op: Any, names: dict[int, str]) -> str:
+    c = model.operatorCodes[op.opcodeIndex]
+    return names[max(c.builtinCode, c.deprecatedBuiltinCode)]
+
+
+def head_ops(model: Any, names: dict[int, str]) -> set[int]:
+    """Indices of the ops from the outputs back to (and including) the first ``CONV_2D`` on each path."""
+    g = model.subgraphs[0]
+    producer = {o: i for i, op in enumerate(g.operators) for o in op.outputs}
+    head: set[int] = set()
+    stack = list(g.outputs)
+    while stack:
+        i = producer.get(stack.pop())
+        if i is None or i in head:
+            continue
+        head.add(i)
+        if _code(model, g.operators[i], names) != "CONV_2D":
+            stack.extend(t for t in g.operators[i].inputs if t >= 0 and t in producer)
+    return head
+
+
+def activation_ranges(data: bytes, images: Iterable[np.ndarray],
+                      percentile: float | None = None) -> dict[int, tuple[float, float]]:
+    """Range of every float tensor of the ``.tflite`` ``data`` over ``images`` (each ``[1, S, S, 3]``).
+
+    ``percentile=None``: min and max; else per image the ``100 - p`` and ``p`` percentiles (outliers of each
+    image clipped), then the widest over the images.
+    """
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    it = Interpreter(model_content=data, experimental_preserve_all_tensors=True, num_threads=1,
+                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    it.allocate_tensors()
+    details = [d for d in it.get_tensor_details() if d["dtype"] == np.float32]
+    inp = it.get_input_details()[0]["index"]
+    lo: dict[int, float] = {}
+    hi: dict[int, float] = {}
+    for x in images:
+        it.set_tensor(inp, x.astype(np.float32))
+        it.invoke()
+        for d in details:
+            try:
+                v = it.get_tensor(d["index"])
+            except ValueError:  # a constant without data, or freed
+                continue
+            if v.size:
+                if percentile is None:
+                    a, b = float(v.min()), float(v.max())
+                else:
+                    a, b = (float(q) for q in np.percentile(v, [100 - percentile, percentile]))
+                lo[d["index"]] = min(lo.get(d["index"], 0.0), a)
+                hi[d["index"]] = max(hi.get(d["index"], 0.0), b)
+    return {k: (lo[k], hi[k]) for k in lo}
+
+
+def _qparams(lo: float, hi: float) -> tuple[float, int]:
+    """Asymmetric int8 scale and zero point for [lo, hi] (0 always representable)."""
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    scale = max((hi - lo) / 255.0, 1e-8)
+    zero = int(np.clip(round(-128 - lo / scale), -128, 127))
+    return float(scale), zero
+
+
+def quantize_tflite(data: bytes, images: Iterable[np.ndarray], percentile: float | None = PERCENTILE) -> bytes:
+    """The float BlazeFace ``.tflite`` ``data`` as a full-integer int8 model (float I/O, float heads).
+
+    ``images``: calibration inputs as the float model takes them (``[1, S, S, 3]`` in [-1, 1]);
+    ``percentile``: activation ranges (see :func:`activation_ranges`; ``None``: min-max).
+    """
+    import flatbuffers
+
+    schema = _schema()
+    names = _op_names(schema)
+    ranges = activation_ranges(data, images, percentile)
+    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    g = model.subgraphs[0]
+    tensors = g.tensors
+    heads = head_ops(model, names)
+    const = {i for i, t in enumerate(tensors) if t.buffer > 0 and model.buffers[t.buffer].data is not None
+             and len(model.buffers[t.buffer].data)}
+
+    # activations to quantize: inputs/outputs of backbone ops; tensors of one "same scale" op share params
+    parent = list(range(len(tensors)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    quantized: set[int] = set()
+    for i, op in enumerate(g.operators):
+        if i in heads:
+            continue
+        kind = _code(model, op, names)
+        if kind not in _SAME_SCALE | _ARITHMETIC:
+            raise ValueError(f"int8 TFLite: op {kind} is not supported")
+        acts = [t for t in op.inputs if t >= 0 and t not in const] + list(op.outputs)
+        quantized.update(acts)
+        if kind in _SAME_SCALE:
+            for t in acts[1:]:
+                parent[find(t)] = find(acts[0])
+    group_range: dict[int, tuple[float, float]] = {}
+    for t in quantized:
+        lo, hi = ranges.get(t, (0.0, 0.0))
+        r = group_range.get(find(t), (0.0, 0.0))
+        group_range[find(t)] = (min(r[0], lo), max(r[1], hi))
+
+    def set_quant(t: Any, scale: list[float], zero: list[int], axis: int = 0) -> None:
+        q = schema.QuantizationParametersT()
+        q.scale, q.zeroPoint, q.quantizedDimension = scale, zero, axis
+        t.quantization = q
+
+    def set_buffer(t: Any, values: np.ndarray) -> None:
+        model.buffers[t.buffer].data = np.frombuffer(values.tobytes(), np.uint8)
+
+    act_q: dict[int, tuple[float, int]] = {}
+    for t in quantized:
+        act_q[t] = _qparams(*group_range[find(t)])
+        tensors[t].type = schema.TensorType.INT8
+        set_quant(tensors[t], [act_q[t][0]], [act_q[t][1]])
+
+    for i, op in enumerate(g.operators):
+        kind = _code(model, op, names)
+        if i in heads or kind not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            continue
+        w_t, b_t = tensors[op.inputs[1]], tensors[op.inputs[2]]
+        w = np.frombuffer(bytes(model.buffers[w_t.buffer].data), np.float32).reshape(w_t.shape)
+        axis = 0 if kind == "CONV_2D" else 3
+        wmax = np.abs(np.moveaxis(w, axis, 0)).reshape(w.shape[axis], -1).max(1)
+        w_scale = np.where(wmax > 0, wmax / 127.0, 1.0).astype(np.float32)
+        shape = [1] * w.ndim
+        shape[axis] = -1
+        w_t.type = schema.TensorType.INT8
+        set_buffer(w_t, np.clip(np.round(w / w_scale.reshape(shape)), -127, 127).astype(np.int8))
+        set_quant(w_t, w_scale.tolist(), [0] * len(w_scale), axis)
+        b = np.frombuffer(bytes(model.buffers[b_t.buffer].data), np.float32)
+        b_scale = (act_q[op.inputs[0]][0] * w_scale.astype(np.float64))
+        b_t.type = schema.TensorType.INT32
+        set_buffer(b_t, np.round(b / b_scale).astype(np.int32))
+        set_quant(b_t, b_scale.tolist(), [0] * len(b_scale), 0)
+
+    # op codes: int8-capable versions; QUANTIZE / DEQUANTIZE at the float boundaries
+    def opcode(kind: str) -> int:
+        code = getattr(schema.BuiltinOperator, kind)
+        for j, c in enumerate(model.operatorCodes):
+            if max(c.builtinCode, c.deprecatedBuiltinCode) == code:
+                c.version = max(c.version, _MIN_VERSION.get(kind, 1))
+                return j
+        c = schema.OperatorCodeT()
+        c.builtinCode, c.deprecatedBuiltinCode, c.version = code, min(code, 127), _MIN_VERSION.get(kind, 1)
+        model.operatorCodes.append(c)
+        return len(model.operatorCodes) - 1
+
+    for op in g.operators:
+        opcode(_code(model, op, names))
+
+    def new_tensor(like: Any, name: str, dtype: int) -> int:
+        t = schema.TensorT()
+        t.shape, t.name, t.type = list(like.shape), name, dtype
+        t.buffer = 0
+        if like.shapeSignature is not None:
+            t.shapeSignature = list(like.shapeSignature)
+        tensors.append(t)
+        return len(tensors) - 1
+
+    def convert_op(kind: str, src: int, dst: int) -> Any:
+        o = schema.OperatorT()
+        o.opcodeIndex, o.inputs, o.outputs = opcode(kind), [src], [dst]
+        return o
+
+    inputs_before, outputs_before = list(g.inputs), list(g.outputs)
+    ops: list[Any] = []
+    float_copy: dict[int, int] = {}
+    # graph inputs stay float: the original tensor becomes int8, a new float tensor is the graph input
+    for k, t in enumerate(g.inputs):
+        if t in quantized:
+            f = new_tensor(tensors[t], _name(tensors[t]) + "_float", schema.TensorType.FLOAT32)
+            ops.append(convert_op("QUANTIZE", f, t))
+            g.inputs[k] = f
+    for i, op in enumerate(g.operators):
+        if i in heads:
+            for j, t in enumerate(op.inputs):
+                if t in quantized:
+                    if t not in float_copy:
+                        float_copy[t] = new_tensor(tensors[t], _name(tensors[t]) + "_dequantized",
+                                                   schema.TensorType.FLOAT32)
+                        ops.append(convert_op("DEQUANTIZE", t, float_copy[t]))
+                    op.inputs[j] = float_copy[t]
+        ops.append(op)
+    g.operators = ops
+    for k, t in enumerate(g.outputs):
+        if t in quantized:  # a backbone tensor as an output (not the case for BlazeFace): dequantize
+            f = float_copy.get(t) or new_tensor(tensors[t], f"output_{k}", schema.TensorType.FLOAT32)
+            if t not in float_copy:
+                g.operators.append(convert_op("DEQUANTIZE", t, f))
+            g.outputs[k] = f
+    moved = {old: new for old, new in zip(inputs_before + outputs_before, list(g.inputs) + list(g.outputs))}
+    for sig in model.signatureDefs or []:
+        for entry in list(sig.inputs or []) + list(sig.outputs or []):
+            entry.tensorIndex = moved.get(entry.tensorIndex, entry.tensorIndex)
+    builder = flatbuffers.Builder(len(data) + 65536)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
