@@ -39,7 +39,7 @@ def test_plan_covers_every_face_size_whole(model, size, wh):
     w, h = wh
     cfg = TileConfig()
     tiles = plan_tiles(w, h, size, model, cfg)
-    assert len(tiles) <= cfg.max_tiles
+    assert len(tiles) <= cfg.tile_limit(size)
     assert tiles[0].region == Letterbox.centered(w, h, size)
     lo, hi = MODEL_FACE_RANGE[model]
     # the smallest face: min_face, unless max_tiles raised it (short range at 1024 px)
@@ -174,3 +174,73 @@ def test_cli_detect_tile_and_eval_model(tmp_path, capsys):
         a, b = again[s]["ap"], settings[s]["ap"]
         assert (a is None and b is None) or a == pytest.approx(b, abs=1e-4)
     assert settings["easy"]["ap"] is None and settings["hard"]["ap"] is not None
+
+
+@pytest.mark.parametrize("model", ["short_range", "full_range", "back"])
+def test_mirror_anchor_index_maps_every_anchor_to_its_mirror(model):
+    from blazeface.ops.anchors import generate_anchors
+    from blazeface.registry import get_config
+    from blazeface.tiling import mirror_anchor_index
+
+    anchors = generate_anchors(get_config(model).anchors).numpy()
+    index = mirror_anchor_index(get_config(model).anchors)
+    assert sorted(index.tolist()) == list(range(len(anchors)))  # a permutation …
+    assert np.array_equal(index[index], np.arange(len(anchors)))  # … and an involution
+    np.testing.assert_allclose(anchors[index, 0], 1 - anchors[:, 0], atol=1e-6)
+    np.testing.assert_array_equal(anchors[index, 1:], anchors[:, 1:])
+    # each anchor of a cell pairs with the same slot (output channel) of the mirrored cell
+    if model == "short_range":  # 16×16 cells of 2 anchors, then 8×8 cells of 6: cell (y=0, x=0) ↔ (y=0, x=15)
+        assert index[:2].tolist() == [30, 31] and index[512 + 3] == 512 + 7 * 6 + 3
+
+
+def _mirror(det, width):
+    """Detections of an image mirrored left-right, in the mirrored image's pixels (pixel x ↔ width - 1 - x:
+    the letterbox samples pixel centres at integer coordinates), keypoints swapped left/right."""
+    from blazeface.results import FLIP_KEYPOINTS
+
+    boxes = det.boxes.copy()
+    boxes[:, [0, 2]] = width - 1 - det.boxes[:, [2, 0]]
+    kps = det.keypoints[:, list(FLIP_KEYPOINTS)].copy()
+    kps[..., 0] = width - 1 - kps[..., 0]
+    return boxes, kps
+
+
+def test_flip_tta_on_a_mirrored_image_gives_the_mirrored_detections():
+    """Where the tile is the image at the network's resolution (no resampling), the mirrored input is exactly the
+    mirrored image, so flip TTA is exactly mirror-equivariant: this checks the anchor pairing, the sign and the
+    one-pixel shift of the x offsets and the keypoint swap, to float precision."""
+    photo = Image.open(EXAMPLES / "grace_hopper.jpg").convert("RGB").crop((0, 40, 512, 552)).resize((128, 128))
+    img = np.asarray(photo).copy()
+    cfg = TileConfig(flip=True, max_tiles=1)
+    det = FaceDetector("short_range", device="cpu", min_score=0.3, tiling=cfg)
+    assert len(plan_tiles(128, 128, 128, "short_range", cfg)) == 1
+    a = det.detect_tensors([img])[0]
+    b = det.detect_tensors([np.ascontiguousarray(img[:, ::-1])])[0]
+    assert len(a) == len(b) >= 1 and a.scores[0] > 0.8
+    boxes, kps = _mirror(b, 128)
+    np.testing.assert_allclose(a.scores, b.scores, atol=1e-6)
+    np.testing.assert_allclose(a.boxes, boxes, atol=1e-3)
+    np.testing.assert_allclose(a.keypoints, kps, atol=1e-3)
+    # the fused face agrees with the single view it came from (same face, a slightly different box)
+    plain = FaceDetector("short_range", device="cpu", min_score=0.3, tiling=TileConfig(max_tiles=1))
+    single = plain.detect_tensors([img])[0]
+    assert _ious(single.boxes[:1], a.boxes[0]).item() > 0.9
+    assert np.abs(single.keypoints[0] - a.keypoints[0]).max() < 0.05 * (a.boxes[0, 2] - a.boxes[0, 0])
+
+
+def test_flip_tta_on_a_tiled_image_is_mirror_equivariant():
+    """On a tiled 1024×768 scene the plan of the mirrored image is the mirrored plan; resampling differs by a
+    fraction of an input pixel, so the faces agree to IoU > 0.8 (a 24-px false face), not to the bit."""
+    img, face = _canvas_with_face()
+    cfg = TileConfig(flip=True)
+    det = FaceDetector("full_range_sparse", device="cpu", min_score=0.3, tiling=cfg)
+    tiles = plan_tiles(1024, 768, 192, "full_range_sparse", cfg)
+    mirrored = sorted(round(1024 - t.region.x0 - t.region.side, 3) for t in tiles)
+    assert mirrored == sorted(round(t.region.x0, 3) for t in tiles)
+    a = det.detect_tensors([img])[0]
+    b = det.detect_tensors([torch.from_numpy(np.ascontiguousarray(img.numpy()[:, ::-1]))])[0]
+    assert _ious(a.boxes, face).max() > 0.85
+    boxes, _ = _mirror(b, 1024)
+    assert len(a) == len(b)
+    assert all(_ious(boxes, box).max() > 0.8 for box in a.boxes)
+    np.testing.assert_allclose(np.sort(a.scores), np.sort(b.scores), atol=0.05)
