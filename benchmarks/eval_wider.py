@@ -101,11 +101,13 @@ def main(argv=None) -> int:
             tiles = float(np.mean([len(plan_tiles(w, h, det.input_size, model, det.tiling)) if det.tiling else 1
                                    for w, h in sizes]))
             label = label.replace("MediaPipe threshold", f"MediaPipe threshold {det.min_score:g}")
-            timing = time_detector(det, gt, args.time_threads, args.time_images, args.repeats)
+            timing, load_avg = time_detector(model, min_score, tiling, gt, args.time_threads, args.time_images,
+                                             args.repeats)
             torch.set_num_threads(args.threads)
             rows.append({"model": model, "run": label, "raw": raw.ap, "wider": wider.ap,
                          "found_easy": raw["easy"].num_found, "ms": timing.get(2, timing[min(timing)]),
-                         "ms_by_threads": timing, "tiles": tiles, "ms_accuracy_pass_median": _median_ms(run, gt)})
+                         "ms_by_threads": timing, "load_avg_1min_timing": load_avg, "tiles": tiles,
+                         "flip": bool(det.tiling and det.tiling.flip), "ms_accuracy_pass_median": _median_ms(run, gt)})
             curves[label] = raw
             print(f"{model:18s} {label:34s} AP {raw.ap['easy']:.3f} {raw.ap['medium']:.3f} {raw.ap['hard']:.3f} | "
                   f"WIDER-style {wider.ap['easy']:.3f} {wider.ap['medium']:.3f} {wider.ap['hard']:.3f} | "
@@ -122,9 +124,11 @@ def main(argv=None) -> int:
     return 0
 
 
-def time_detector(det, gt, threads, n_images, repeats):
-    """Median over ``n_images`` 1024-wide images of the best of ``repeats`` calls, per thread count (ms).
-    The best of several calls filters out the time the process waits for a CPU held by other jobs."""
+def time_detector(model, min_score, tiling, gt, threads, n_images, repeats):
+    """Median over ``n_images`` 1024-wide images of the best of ``repeats`` calls, per thread count (ms), with a
+    detector built for that thread count (the default backend, ONNX Runtime, fixes its threads when built); and
+    the 1-minute load average after the pass. The best of several calls filters out the time the process waits for
+    a CPU held by other jobs."""
     from blazeface.io import read_image
 
     keys = [k for k in sorted(gt.images) if gt.images[k].size and gt.images[k].size[0] == 1024][:n_images]
@@ -132,6 +136,7 @@ def time_detector(det, gt, threads, n_images, repeats):
     out = {}
     for t in threads:
         torch.set_num_threads(t)
+        det = FaceDetector(model, device="cpu", min_score=min_score, tiling=tiling, threads=t)
         det.detect_tensors([imgs[0]])
         best = []
         for img in imgs:
@@ -142,7 +147,7 @@ def time_detector(det, gt, threads, n_images, repeats):
                 ts.append(time.perf_counter() - t0)
             best.append(min(ts))
         out[t] = 1000.0 * float(np.median(best))
-    return out
+    return out, (os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan"))
 
 
 def _fmt(v, nd=3):
@@ -153,7 +158,13 @@ def _ms(r) -> str:
     t = r.get("ms_by_threads")
     if not t:
         return ""
-    return " / ".join(f"{t[k]:.0f}" for k in sorted(t, key=int, reverse=True))
+    text = " / ".join(f"{t[k]:.0f}" for k in sorted(t, key=int, reverse=True))
+    load = r.get("load_avg_1min_timing")
+    return text if load is None else f"{text} (load {load:.1f})"
+
+
+def _tiles(r) -> str:
+    return _fmt(r["tiles"], 1) + (" ×2 (flip)" if r.get("flip") else "")
 
 
 def write_results(path: Path, rows, meta) -> None:
@@ -168,12 +179,12 @@ def write_results(path: Path, rows, meta) -> None:
              f"{meta['time_images']} 1024-wide images, at 2 and 1 torch threads; CPU `{meta['cpu']}`, "
              f"{meta['cpus']} cores shared with other jobs (1-min load average {meta['load_avg_1min_at_end']:.1f} at "
              "the end of the run), so times are inflated and noisy. PR curves: `benchmarks/pr_<model>.png`.", "",
-             "| model | run | AP easy | AP medium | AP hard | WIDER-style easy | medium | hard | ms / image (2 threads / 1) | tiles |",
+             "| model | run | AP easy | AP medium | AP hard | WIDER-style easy | medium | hard | ms / image (2 threads / 1) (1-min load avg) | tiles |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['run']} | {_fmt(r['raw']['easy'])} | {_fmt(r['raw']['medium'])} | "
                      f"{_fmt(r['raw']['hard'])} | {_fmt(r['wider']['easy'])} | {_fmt(r['wider']['medium'])} | "
-                     f"{_fmt(r['wider']['hard'])} | {_ms(r)} | {_fmt(r['tiles'], 1)} |")
+                     f"{_fmt(r['wider']['hard'])} | {_ms(r)} | {_tiles(r)} |")
     lines.append("")
     section = "\n".join(lines) + "\n"
     notes = path.with_name("eval_wider_notes.md")

@@ -39,7 +39,7 @@ def test_plan_covers_every_face_size_whole(model, size, wh):
     w, h = wh
     cfg = TileConfig()
     tiles = plan_tiles(w, h, size, model, cfg)
-    assert len(tiles) <= cfg.tile_limit(size)
+    assert len(tiles) <= cfg.tile_limit(size, tiles[0].flip)
     assert tiles[0].region == Letterbox.centered(w, h, size)
     lo, hi = MODEL_FACE_RANGE[model]
     # the smallest face: min_face, unless max_tiles raised it (short range at 1024 px)
@@ -79,10 +79,14 @@ def test_tiling_off_is_the_default_and_unchanged():
     assert np.array_equal(a.boxes, b.boxes) and np.array_equal(a.scores, b.scores)
     # MediaPipe's own detection of this photo (shared README: short range finds the face at about 0.85)
     assert len(a) == 1 and a.scores[0] > 0.8
-    # a small image gets a one-tile plan: tiling="auto" gives exactly the untiled result
-    c = FaceDetector("full_range_sparse", device="cpu", tiling="auto")(EXAMPLES / "pillow_hopper.png")
+    # a small image gets a one-tile plan: without the flip, tiling gives exactly the untiled result
+    c = FaceDetector("full_range_sparse", device="cpu", tiling=TileConfig(flip=False))(EXAMPLES / "pillow_hopper.png")
     d = FaceDetector("full_range_sparse", device="cpu")(EXAMPLES / "pillow_hopper.png")
     assert np.array_equal(c.boxes, d.boxes) and np.array_equal(c.scores, d.scores)
+    # "auto" flips that one tile (it fits the budget): the same face, the two views' mean score
+    e = FaceDetector("full_range_sparse", device="cpu", tiling="auto")(EXAMPLES / "pillow_hopper.png")
+    assert [t.flip for t in plan_tiles(*d.image_size, 192, "full_range_sparse")] == [True]
+    assert len(e) == 1 and _ious(e.boxes, d.boxes[0])[0] > 0.9 and abs(e.scores[0] - d.scores[0]) < 0.1
 
 
 def _canvas_with_face():

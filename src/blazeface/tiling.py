@@ -24,7 +24,7 @@ Cost grows with the image area over the smallest tile's area; ``max_tiles`` caps
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Literal, Union
 
@@ -69,15 +69,18 @@ class TileConfig:
         max_tiles: at most this many tiles per image (``min_face`` grows until the plan fits); ``None``: no cap
             other than ``max_input_pixels``.
         max_input_pixels: the cost budget: network-input pixels per image, summed over tiles and views
-            (``tiles × S² × (2 if flip else 1)``); ``min_face`` grows until the plan fits. Time grows about
-            linearly with it whatever the model (the default, 2**20, is 64 tiles of 128² or 28 of 192², 16 of 256²,
-            or half as many tiles with ``flip``); ``None``: no budget.
+            (``Σ S² × (2 if the tile is flipped else 1)``); ``min_face`` grows until the plan fits. Time grows
+            about linearly with it whatever the model (the default, 2**20, is 64 tiles of 128², 28 of 192² or 16
+            of 256², or half as many flipped tiles); ``None``: no budget.
         border_margin: a detection within this fraction of its own size of an interior tile border counts as cut.
         whole_image: include level 0, the plain letterboxed image.
         max_candidates: per tile, only the best-scoring candidates above the threshold enter NMS (bounds the
             cost at low evaluation thresholds such as 0.05; irrelevant at serving thresholds).
-        flip: also run every tile mirrored left-right (in the same batch) and fuse both views anchor by anchor
-            (:func:`fuse_mirrored`): horizontal-flip test-time augmentation, twice the network work per tile.
+        flip: horizontal-flip test-time augmentation: also run every tile mirrored left-right (in the same batch)
+            and fuse both views anchor by anchor (:func:`fuse_mirrored`), twice the network work per tile.
+            ``"auto"``: flip when the flipped plan still fits the budget at the requested ``min_face`` (smaller
+            faces come first, the flip is spent from what is left); ``True`` / ``False``: always / never (with
+            ``True`` the budget holds half as many tiles).
     """
 
     min_face: float | None = None
@@ -90,7 +93,7 @@ class TileConfig:
     border_margin: float = 0.05
     whole_image: bool = True
     max_candidates: int = 100
-    flip: bool = False
+    flip: bool | Literal["auto"] = "auto"
 
     def __post_init__(self) -> None:
         if self.max_tiles is not None and self.max_tiles < 1:
@@ -99,16 +102,18 @@ class TileConfig:
             raise ValueError("max_input_pixels must be positive")
         if self.face_range is not None and not 0 < self.face_range[0] < self.face_range[1] <= 1.5:
             raise ValueError(f"face_range must be (lo, hi) with 0 < lo < hi, got {self.face_range}")
+        if self.flip not in (True, False, "auto"):
+            raise ValueError(f"flip must be True, False or 'auto', got {self.flip!r}")
         if self.level_ratio is not None and self.level_ratio <= 1:
             raise ValueError("level_ratio must be above 1")
 
 
-    def tile_limit(self, size: int) -> float:
-        """The most tiles a plan may have for a model of input ``size`` (``max_tiles`` and ``max_input_pixels``;
-        at least 1)."""
+    def tile_limit(self, size: int, flip: bool) -> float:
+        """The most tiles a plan may have for a model of input ``size``, all flipped or none (``max_tiles`` and
+        ``max_input_pixels``; at least 1)."""
         limit = math.inf if self.max_tiles is None else float(self.max_tiles)
         if self.max_input_pixels is not None:
-            limit = min(limit, self.max_input_pixels // (size * size * (2 if self.flip else 1)))
+            limit = min(limit, self.max_input_pixels // (size * size * (2 if flip else 1)))
         return max(limit, 1.0)
 
 
@@ -128,11 +133,13 @@ def resolve_tiling(tiling: TilingArg) -> TileConfig | None:
 
 @dataclass(frozen=True)
 class Tile:
-    """One tile: its square ``region`` and which of its four sides are interior borders (left, top, right, bottom)."""
+    """One tile: its square ``region``, which of its four sides are interior borders (left, top, right, bottom),
+    and whether it also runs mirrored (``flip``, see :attr:`TileConfig.flip`)."""
 
     region: Letterbox
     level: int
     interior: tuple[bool, bool, bool, bool]
+    flip: bool = False
 
 
 def _positions(length: int, side: float, overlap: float) -> list[float]:
@@ -155,11 +162,16 @@ def plan_tiles(width: int, height: int, size: int, model: str, config: TileConfi
     longer = max(width, height)
     min_face = config.min_face if config.min_face is not None else max(config.min_face_fraction * longer,
                                                                        config.min_face_pixels)
-    limit = config.tile_limit(size)
+    if config.flip == "auto":  # flip if that fits at the requested min_face, else spend everything on tiles
+        tiles = _plan(width, height, size, lo, ratio, min_face, config.whole_image)
+        flip = len(tiles) <= config.tile_limit(size, True)
+    else:
+        flip = bool(config.flip)
+    limit = config.tile_limit(size, flip)
     while True:
         tiles = _plan(width, height, size, lo, ratio, min_face, config.whole_image)
         if len(tiles) <= limit:
-            return tiles
+            return [replace(t, flip=flip) for t in tiles] if flip else tiles
         min_face *= 1.1
 
 
@@ -258,13 +270,17 @@ def fuse_mirrored(detector: "FaceDetector", regressors: torch.Tensor, logits: to
     return fused, torch.log(mean) - torch.log1p(-mean)
 
 
-def _forward(detector: "FaceDetector", batch: torch.Tensor, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The network on ``[B, 3, S, S]``; with ``flip``, on the mirrored inputs too (one pass of ``2B``), fused."""
+def _forward(detector: "FaceDetector", batch: torch.Tensor, flip: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The network on ``[B, 3, S, S]``, and on the inputs ``flip`` (indices) mirrored too, in the same pass; the two
+    views of those are fused (:func:`fuse_mirrored`). Returns ``(regressors [B, A, 16], logits [B, A, 1])``."""
     if not flip:
         return detector.forward(batch)
-    regressors, logits = detector.forward(torch.cat([batch, batch.flip(-1)]))
     n = len(batch)
-    return fuse_mirrored(detector, regressors[:n], logits[:n], regressors[n:], logits[n:])
+    regressors, logits = detector.forward(torch.cat([batch, batch[flip].flip(-1)]))
+    fused = fuse_mirrored(detector, regressors[flip], logits[flip], regressors[n:], logits[n:])
+    regressors, logits = regressors[:n].clone(), logits[:n].clone()
+    regressors[flip], logits[flip] = fused
+    return regressors, logits
 
 
 def detect_tiled(detector: "FaceDetector", image: "np.ndarray | torch.Tensor", path: str | None = None,
@@ -276,15 +292,16 @@ def detect_tiled(detector: "FaceDetector", image: "np.ndarray | torch.Tensor", p
     config = config or TileConfig()
     height, width = int(image.shape[0]), int(image.shape[1])
     tiles = plan_tiles(width, height, detector.input_size, detector.model_name, config)
-    if len(tiles) == 1 and not config.flip:  # nothing to tile: exactly the plain pipeline on that one region
+    if len(tiles) == 1 and not tiles[0].flip:  # nothing to tile: exactly the plain pipeline on that one region
         return detector.detect_tensors([image], [path], [tiles[0].region])[0]
     found: list[Detections] = []
-    per_pass = max(detector.batch_size // (2 if config.flip else 1), 1)
+    per_pass = max(detector.batch_size // (2 if any(t.flip for t in tiles) else 1), 1)  # network inputs per pass
     for start in range(0, len(tiles), per_pass):
         chunk = tiles[start:start + per_pass]
         regions = [t.region for t in chunk]
         batch, _ = detector.preprocess([image] * len(regions), regions)
-        per_tile = detector.postprocess(*_forward(detector, batch, config.flip), regions,
+        flip = [i for i, t in enumerate(chunk) if t.flip]
+        per_tile = detector.postprocess(*_forward(detector, batch, flip), regions,
                                         max_candidates=config.max_candidates)
         for tile, det in zip(chunk, per_tile):
             if len(det):
