@@ -40,6 +40,9 @@ from blazeface.eval.report import plot_pr  # noqa: E402
 from blazeface.eval.runner import run_detector  # noqa: E402
 from blazeface.tiling import plan_tiles  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from tune_tiling import event_halves  # noqa: E402
+
 MODELS = ["short_range", "full_range_sparse", "full_range", "back"]
 MEDIAPIPE = {"short_range", "full_range_sparse"}
 SECTION = "## Accuracy on wider_val_dev (issue 5)"
@@ -47,6 +50,19 @@ SECTION = "## Accuracy on wider_val_dev (issue 5)"
 
 def _ap(gt, dets):
     return evaluate(gt, dets), evaluate(gt, to_wider_style(dets))
+
+
+def _halves_ap(gt, dets):
+    """AP on the two halves of the event split (``tune_tiling.event_halves``: tile settings were chosen on
+    ``tuning`` and confirmed on ``held_back``)."""
+    keys = sorted(gt.images)
+    tuning, held = event_halves([gt.images[k].path or k for k in keys])
+    by_path = {gt.images[k].path or k: k for k in keys}
+    out = {}
+    for half, paths in (("tuning", tuning), ("held_back", held)):
+        ks = [by_path[p] for p in paths]
+        out[half] = evaluate(gt.subset(ks), {k: dets[k] for k in ks if k in dets}).ap if ks else None
+    return out
 
 
 def _median_ms(run, gt, width=1024):
@@ -107,7 +123,9 @@ def main(argv=None) -> int:
             rows.append({"model": model, "run": label, "raw": raw.ap, "wider": wider.ap,
                          "found_easy": raw["easy"].num_found, "ms": timing.get(2, timing[min(timing)]),
                          "ms_by_threads": timing, "load_avg_1min_timing": load_avg, "tiles": tiles,
-                         "flip": bool(det.tiling and det.tiling.flip), "ms_accuracy_pass_median": _median_ms(run, gt)})
+                         "flip": float(np.mean([plan_tiles(w, h, det.input_size, model, det.tiling)[0].flip
+                                                if det.tiling else False for w, h in sizes])),
+                         "halves": _halves_ap(gt, run.detections), "ms_accuracy_pass_median": _median_ms(run, gt)})
             curves[label] = raw
             print(f"{model:18s} {label:34s} AP {raw.ap['easy']:.3f} {raw.ap['medium']:.3f} {raw.ap['hard']:.3f} | "
                   f"WIDER-style {wider.ap['easy']:.3f} {wider.ap['medium']:.3f} {wider.ap['hard']:.3f} | "
@@ -164,7 +182,8 @@ def _ms(r) -> str:
 
 
 def _tiles(r) -> str:
-    return _fmt(r["tiles"], 1) + (" ×2 (flip)" if r.get("flip") else "")
+    flip = r.get("flip") or 0.0
+    return _fmt(r["tiles"], 1) + ("" if not flip else " ×2 (flip)" if flip == 1 else f" (flip on {flip:.0%})")
 
 
 def write_results(path: Path, rows, meta) -> None:
@@ -186,6 +205,18 @@ def write_results(path: Path, rows, meta) -> None:
                      f"{_fmt(r['raw']['hard'])} | {_fmt(r['wider']['easy'])} | {_fmt(r['wider']['medium'])} | "
                      f"{_fmt(r['wider']['hard'])} | {_ms(r)} | {_tiles(r)} |")
     lines.append("")
+    halves = [r for r in rows if r.get("halves")]
+    if halves:
+        lines += ["AP on the two halves of the event split the tile settings were chosen with (`benchmarks/tune_tiling.py`: "
+                  "events sorted by number, every 2nd held back; *tuning*: `0--Parade`, `4--Dancing`, "
+                  "`8--Election_Campain`, 52 images; *held back*: `2--Demonstration`, `6--Funeral`, 83 images):", "",
+                  "| model | run | tuning easy | medium | hard | held-back easy | medium | hard |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for r in halves:
+            t, h = r["halves"]["tuning"], r["halves"]["held_back"]
+            lines.append(f"| {r['model']} | {r['run']} | {_fmt(t['easy'])} | {_fmt(t['medium'])} | {_fmt(t['hard'])} | "
+                         f"{_fmt(h['easy'])} | {_fmt(h['medium'])} | {_fmt(h['hard'])} |")
+        lines.append("")
     section = "\n".join(lines) + "\n"
     notes = path.with_name("eval_wider_notes.md")
     if notes.exists():

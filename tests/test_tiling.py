@@ -2,6 +2,7 @@
 a tile border is found once, and tiling="off" (the default) changes nothing."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -248,3 +249,46 @@ def test_flip_tta_on_a_tiled_image_is_mirror_equivariant():
     assert len(a) == len(b)
     assert all(_ious(boxes, box).max() > 0.8 for box in a.boxes)
     np.testing.assert_allclose(np.sort(a.scores), np.sort(b.scores), atol=0.05)
+
+
+def test_tile_budget_in_network_input_pixels():
+    cfg = TileConfig()  # 2**20 input pixels per image
+    assert [cfg.tile_limit(s, False) for s in (128, 192, 256)] == [64, 28, 16]
+    assert [cfg.tile_limit(s, True) for s in (128, 192, 256)] == [32, 14, 8]  # flipped tiles cost twice
+    assert TileConfig(max_tiles=10).tile_limit(128, False) == 10
+    assert TileConfig(max_input_pixels=None).tile_limit(256, True) == float("inf")
+    assert TileConfig(max_input_pixels=1).tile_limit(128, False) == 1  # never below one tile
+    with pytest.raises(ValueError):
+        TileConfig(flip="sometimes")
+    with pytest.raises(ValueError):
+        TileConfig(max_input_pixels=0)
+
+
+def test_plan_rules_give_the_hand_checked_tiles():
+    # full range, 1024×768: min face 25.6 px (2.5%); level 1 side max(1024 / (0.6 / 0.07 / 2), 25.6 / 0.07) =
+    # 365.7, overlap 0.07 × 1024 × 1.1 = 78.8, stride 286.9 → 4 × 3 tiles; with level 0: 13 tiles, and 13 × 2 × 192²
+    # = 958,464 ≤ 2**20: all flipped
+    tiles = plan_tiles(1024, 768, 192, "full_range")
+    assert len(tiles) == 13 and all(t.flip for t in tiles)
+    assert [t.level for t in tiles].count(1) == 12
+    assert tiles[1].region.side == pytest.approx(25.6 / 0.07)
+    # back, 1024×768: side 25.6 / 0.06 = 426.7, stride 426.7 - 67.6 → 3 × 2 + 1 = 7 tiles, 7 × 2 × 256² ≤ 2**20: flipped
+    tiles = plan_tiles(1024, 768, 256, "back")
+    assert len(tiles) == 7 and all(t.flip for t in tiles)
+    # back, 1024×1024: 3 × 3 + 1 = 10 tiles; flipped they would cost 10 × 2 × 256² > 2**20: the tiles stay, the flip goes
+    tiles = plan_tiles(1024, 1024, 256, "back")
+    assert len(tiles) == 10 and not any(t.flip for t in tiles)
+    assert len(plan_tiles(1024, 1024, 256, "back", TileConfig(flip=True))) <= 8  # forced flip: fewer, larger tiles
+    # short range, 1024×768: the tiles for 25.6-px faces exceed even the unflipped budget (64), so no flip, and
+    # min_face grows (by 10% steps) until the plan fits
+    cfg = TileConfig()
+    tiles = plan_tiles(1024, 768, 128, "short_range", cfg)
+    assert not any(t.flip for t in tiles) and 56 < len(tiles) <= 64
+    smallest = MODEL_FACE_RANGE["short_range"][0] * min(t.region.side for t in tiles)
+    assert 25.6 < smallest < 25.6 * 1.1 ** 3
+    unbounded = TileConfig(min_face=smallest / 1.1, max_input_pixels=None, flip=False)
+    assert len(plan_tiles(1024, 768, 128, "short_range", unbounded)) > 64
+    # flip=False / True never change the tiles when the budget is not binding
+    free = TileConfig(max_input_pixels=None)
+    assert len(plan_tiles(1024, 768, 128, "short_range", replace(free, flip=True))) == \
+        len(plan_tiles(1024, 768, 128, "short_range", replace(free, flip=False)))

@@ -17,8 +17,14 @@ for every model. Tiling looks at the image through an image pyramid of overlappi
   region, resampled as MediaPipe resamples); each tile is suppressed with weighted NMS as usual, then the
   survivors of every tile and level are merged by one more weighted NMS (MediaPipe's blending) in image pixels.
 
-Cost grows with the image area over the smallest tile's area; ``max_tiles`` caps it by raising ``min_face``.
-:func:`plan_tiles` tells the tiles without running anything.
+* **Flip** (test-time augmentation): a tile may also run mirrored left-right in the same batch; the two views are
+  fused anchor by anchor before decoding (:func:`fuse_mirrored`), so the faces and their scores are averaged over
+  both views.
+
+Cost grows with the network-input pixels run (tiles × ``S²``, twice for flipped tiles). The plan holds a budget
+(``max_input_pixels``, the same for every model): ``min_face`` grows until the tiles fit it, and with
+``flip="auto"`` the tiles are flipped only if the flipped plan fits at the requested ``min_face`` (small faces
+first, then the flip). :func:`plan_tiles` tells the tiles without running anything.
 """
 
 from __future__ import annotations
