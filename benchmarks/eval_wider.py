@@ -14,7 +14,8 @@ at the evaluation threshold 0.05, tiled (``tiling="auto"``) at 0.05. AP is compu
 :func:`blazeface.eval.evaluate` (continuous IoU, toolbox matching, 1000 cut-offs, VOC-interpolated AP), on the
 boxes as detected and, in separate columns, on the boxes reshaped to WIDER's annotation style
 (:func:`blazeface.eval.to_wider_style`). Time: detection only (from the decoded ``[H, W, 3]`` tensor to
-:class:`Detections`), one image per call, ``torch.set_num_threads(threads)``; the median over the 1024-wide images.
+:class:`Detections`), one image per call, a detector built with ``threads=t`` (and
+``torch.set_num_threads(t)``) per thread count; the median over the 1024-wide images, with the load average of each timing pass.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, help="only the first N images (a quick look; RESULTS.md is not written)")
     p.add_argument("--threads", type=int, default=1, help="torch threads for the accuracy runs (default 1)")
     p.add_argument("--time-threads", type=int, nargs="+", default=[2, 1],
-                   help="torch threads for the timing pass (default: 2 and 1)")
+                   help="threads for the timing pass (default: 2 and 1; torch and ONNX Runtime)")
     p.add_argument("--time-images", type=int, default=10, help="1024-wide images in the timing pass (default 10)")
     p.add_argument("--repeats", type=int, default=3, help="timing: the best of this many calls per image")
     p.add_argument("--out", default=str(ROOT / "benchmarks"))
@@ -195,10 +196,12 @@ def write_results(path: Path, rows, meta) -> None:
              "detector's boxes to WIDER's annotation style first (`blazeface eval --box-style wider`: BlazeFace boxes "
              "are 10% wider, 17% shorter and 3% lower than WIDER's). Time: detection only (decoded image tensor in, "
              f"`Detections` out), one image per call, the best of {meta['repeats']} calls per image, median over "
-             f"{meta['time_images']} 1024-wide images, at 2 and 1 torch threads; CPU `{meta['cpu']}`, "
+             f"{meta['time_images']} 1024-wide images, at 2 and 1 threads (a detector built for each: ONNX Runtime, "
+             f"the default backend, fixes its threads when built); CPU `{meta['cpu']}`, "
              f"{meta['cpus']} cores shared with other jobs (1-min load average {meta['load_avg_1min_at_end']:.1f} at "
              "the end of the run), so times are inflated and noisy. PR curves: `benchmarks/pr_<model>.png`.", "",
-             "| model | run | AP easy | AP medium | AP hard | WIDER-style easy | medium | hard | ms / image (2 threads / 1) (1-min load avg) | tiles |",
+             "| model | run | AP easy | AP medium | AP hard | WIDER-style easy | medium | hard "
+             "| ms / image (2 threads / 1) (1-min load avg) | tiles |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['run']} | {_fmt(r['raw']['easy'])} | {_fmt(r['raw']['medium'])} | "
@@ -207,7 +210,8 @@ def write_results(path: Path, rows, meta) -> None:
     lines.append("")
     halves = [r for r in rows if r.get("halves")]
     if halves:
-        lines += ["AP on the two halves of the event split the tile settings were chosen with (`benchmarks/tune_tiling.py`: "
+        lines += ["AP on the two halves of the event split the tile settings were chosen with "
+                  "(`benchmarks/tune_tiling.py`: "
                   "events sorted by number, every 2nd held back; *tuning*: `0--Parade`, `4--Dancing`, "
                   "`8--Election_Campain`, 52 images; *held back*: `2--Demonstration`, `6--Funeral`, 83 images):", "",
                   "| model | run | tuning easy | medium | hard | held-back easy | medium | hard |",

@@ -266,16 +266,18 @@ def test_tile_budget_in_network_input_pixels():
 
 def test_plan_rules_give_the_hand_checked_tiles():
     # full range, 1024×768: min face 25.6 px (2.5%); level 1 side max(1024 / (0.6 / 0.07 / 2), 25.6 / 0.07) =
-    # 365.7, overlap 0.07 × 1024 × 1.1 = 78.8, stride 286.9 → 4 × 3 tiles; with level 0: 13 tiles, and 13 × 2 × 192²
-    # = 958,464 ≤ 2**20: all flipped
+    # 365.7, overlap 0.07 × 1024 × 1.1 = 78.8, stride 286.9 → 4 × 3 tiles; with level 0: 13 tiles, and
+    # 13 × 2 × 192² = 958,464 ≤ 2**20: all flipped
     tiles = plan_tiles(1024, 768, 192, "full_range")
     assert len(tiles) == 13 and all(t.flip for t in tiles)
     assert [t.level for t in tiles].count(1) == 12
     assert tiles[1].region.side == pytest.approx(25.6 / 0.07)
-    # back, 1024×768: side 25.6 / 0.06 = 426.7, stride 426.7 - 67.6 → 3 × 2 + 1 = 7 tiles, 7 × 2 × 256² ≤ 2**20: flipped
+    # back, 1024×768: side 25.6 / 0.06 = 426.7, stride 426.7 - 67.6 → 3 × 2 + 1 = 7 tiles,
+    # 7 × 2 × 256² ≤ 2**20: flipped
     tiles = plan_tiles(1024, 768, 256, "back")
     assert len(tiles) == 7 and all(t.flip for t in tiles)
-    # back, 1024×1024: 3 × 3 + 1 = 10 tiles; flipped they would cost 10 × 2 × 256² > 2**20: the tiles stay, the flip goes
+    # back, 1024×1024: 3 × 3 + 1 = 10 tiles; flipped they would cost 10 × 2 × 256² > 2**20: the tiles stay,
+    # the flip goes
     tiles = plan_tiles(1024, 1024, 256, "back")
     assert len(tiles) == 10 and not any(t.flip for t in tiles)
     assert len(plan_tiles(1024, 1024, 256, "back", TileConfig(flip=True))) <= 8  # forced flip: fewer, larger tiles

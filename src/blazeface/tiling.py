@@ -250,7 +250,8 @@ def mirror_anchor_index(options: AnchorOptions) -> np.ndarray:
 
 
 def fuse_mirrored(detector: "FaceDetector", regressors: torch.Tensor, logits: torch.Tensor,
-                  mirrored_regressors: torch.Tensor, mirrored_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                  mirrored_regressors: torch.Tensor, mirrored_logits: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fuse the raw outputs on inputs ``[B, 3, S, S]`` and on the same inputs mirrored left-right (``flip(-1)``)
     into one ``(regressors [B, A, 16], logits [B, A, 1])``, decoded and suppressed as usual afterwards.
 
