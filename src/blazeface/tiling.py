@@ -113,7 +113,6 @@ class TileConfig:
         if self.level_ratio is not None and self.level_ratio <= 1:
             raise ValueError("level_ratio must be above 1")
 
-
     def tile_limit(self, size: int, flip: bool) -> float:
         """The most tiles a plan may have for a model of input ``size``, all flipped or none (``max_tiles`` and
         ``max_input_pixels``; at least 1)."""
@@ -246,6 +245,7 @@ def mirror_anchor_index(options: AnchorOptions) -> np.ndarray:
         seen[k] = seen.get(k, 0) + 1
     if not np.array_equal(index[index], np.arange(len(anchors))):
         raise ValueError("anchors are not symmetric under a horizontal mirror")
+    index.flags.writeable = False  # cached and shared
     return index
 
 
@@ -260,7 +260,7 @@ def fuse_mirrored(detector: "FaceDetector", regressors: torch.Tensor, logits: to
     anchors' axis ``x = 0.5``), the eye and ear keypoints swap (:data:`~blazeface.results.FLIP_KEYPOINTS`).
     Score: the mean of the two views' probabilities; regressors: their score-weighted mean."""
     cfg = detector.config
-    index = torch.as_tensor(mirror_anchor_index(cfg.anchors), device=regressors.device)
+    index = torch.tensor(mirror_anchor_index(cfg.anchors), device=regressors.device)  # a copy: the cache is read-only
     anchor_w = detector.anchors[:, 2].to(regressors.device)
     back = mirrored_regressors[:, index].clone()
     shift = cfg.box_scale / (detector.input_size * anchor_w)  # [A]: one input pixel, in raw units
