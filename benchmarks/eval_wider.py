@@ -14,7 +14,8 @@ at the evaluation threshold 0.05, tiled (``tiling="auto"``) at 0.05. AP is compu
 :func:`blazeface.eval.evaluate` (continuous IoU, toolbox matching, 1000 cut-offs, VOC-interpolated AP), on the
 boxes as detected and, in separate columns, on the boxes reshaped to WIDER's annotation style
 (:func:`blazeface.eval.to_wider_style`). Time: detection only (from the decoded ``[H, W, 3]`` tensor to
-:class:`Detections`), one image per call, ``torch.set_num_threads(threads)``; the median over the 1024-wide images.
+:class:`Detections`), one image per call, a detector built with ``threads=t`` (and
+``torch.set_num_threads(t)``) per thread count; the median over the 1024-wide images, with the load average of each timing pass.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ from blazeface.eval.report import plot_pr  # noqa: E402
 from blazeface.eval.runner import run_detector  # noqa: E402
 from blazeface.tiling import plan_tiles  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from tune_tiling import event_halves  # noqa: E402
+
 MODELS = ["short_range", "full_range_sparse", "full_range", "back"]
 MEDIAPIPE = {"short_range", "full_range_sparse"}
 SECTION = "## Accuracy on wider_val_dev (issue 5)"
@@ -47,6 +51,19 @@ SECTION = "## Accuracy on wider_val_dev (issue 5)"
 
 def _ap(gt, dets):
     return evaluate(gt, dets), evaluate(gt, to_wider_style(dets))
+
+
+def _halves_ap(gt, dets):
+    """AP on the two halves of the event split (``tune_tiling.event_halves``: tile settings were chosen on
+    ``tuning`` and confirmed on ``held_back``)."""
+    keys = sorted(gt.images)
+    tuning, held = event_halves([gt.images[k].path or k for k in keys])
+    by_path = {gt.images[k].path or k: k for k in keys}
+    out = {}
+    for half, paths in (("tuning", tuning), ("held_back", held)):
+        ks = [by_path[p] for p in paths]
+        out[half] = evaluate(gt.subset(ks), {k: dets[k] for k in ks if k in dets}).ap if ks else None
+    return out
 
 
 def _median_ms(run, gt, width=1024):
@@ -61,7 +78,7 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, help="only the first N images (a quick look; RESULTS.md is not written)")
     p.add_argument("--threads", type=int, default=1, help="torch threads for the accuracy runs (default 1)")
     p.add_argument("--time-threads", type=int, nargs="+", default=[2, 1],
-                   help="torch threads for the timing pass (default: 2 and 1)")
+                   help="threads for the timing pass (default: 2 and 1; torch and ONNX Runtime)")
     p.add_argument("--time-images", type=int, default=10, help="1024-wide images in the timing pass (default 10)")
     p.add_argument("--repeats", type=int, default=3, help="timing: the best of this many calls per image")
     p.add_argument("--out", default=str(ROOT / "benchmarks"))
@@ -101,11 +118,15 @@ def main(argv=None) -> int:
             tiles = float(np.mean([len(plan_tiles(w, h, det.input_size, model, det.tiling)) if det.tiling else 1
                                    for w, h in sizes]))
             label = label.replace("MediaPipe threshold", f"MediaPipe threshold {det.min_score:g}")
-            timing = time_detector(det, gt, args.time_threads, args.time_images, args.repeats)
+            timing, load_avg = time_detector(model, min_score, tiling, gt, args.time_threads, args.time_images,
+                                             args.repeats)
             torch.set_num_threads(args.threads)
             rows.append({"model": model, "run": label, "raw": raw.ap, "wider": wider.ap,
                          "found_easy": raw["easy"].num_found, "ms": timing.get(2, timing[min(timing)]),
-                         "ms_by_threads": timing, "tiles": tiles, "ms_accuracy_pass_median": _median_ms(run, gt)})
+                         "ms_by_threads": timing, "load_avg_1min_timing": load_avg, "tiles": tiles,
+                         "flip": float(np.mean([plan_tiles(w, h, det.input_size, model, det.tiling)[0].flip
+                                                if det.tiling else False for w, h in sizes])),
+                         "halves": _halves_ap(gt, run.detections), "ms_accuracy_pass_median": _median_ms(run, gt)})
             curves[label] = raw
             print(f"{model:18s} {label:34s} AP {raw.ap['easy']:.3f} {raw.ap['medium']:.3f} {raw.ap['hard']:.3f} | "
                   f"WIDER-style {wider.ap['easy']:.3f} {wider.ap['medium']:.3f} {wider.ap['hard']:.3f} | "
@@ -122,9 +143,11 @@ def main(argv=None) -> int:
     return 0
 
 
-def time_detector(det, gt, threads, n_images, repeats):
-    """Median over ``n_images`` 1024-wide images of the best of ``repeats`` calls, per thread count (ms).
-    The best of several calls filters out the time the process waits for a CPU held by other jobs."""
+def time_detector(model, min_score, tiling, gt, threads, n_images, repeats):
+    """Median over ``n_images`` 1024-wide images of the best of ``repeats`` calls, per thread count (ms), with a
+    detector built for that thread count (the default backend, ONNX Runtime, fixes its threads when built); and
+    the 1-minute load average after the pass. The best of several calls filters out the time the process waits for
+    a CPU held by other jobs."""
     from blazeface.io import read_image
 
     keys = [k for k in sorted(gt.images) if gt.images[k].size and gt.images[k].size[0] == 1024][:n_images]
@@ -132,6 +155,7 @@ def time_detector(det, gt, threads, n_images, repeats):
     out = {}
     for t in threads:
         torch.set_num_threads(t)
+        det = FaceDetector(model, device="cpu", min_score=min_score, tiling=tiling, threads=t)
         det.detect_tensors([imgs[0]])
         best = []
         for img in imgs:
@@ -142,7 +166,7 @@ def time_detector(det, gt, threads, n_images, repeats):
                 ts.append(time.perf_counter() - t0)
             best.append(min(ts))
         out[t] = 1000.0 * float(np.median(best))
-    return out
+    return out, (os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan"))
 
 
 def _fmt(v, nd=3):
@@ -153,7 +177,14 @@ def _ms(r) -> str:
     t = r.get("ms_by_threads")
     if not t:
         return ""
-    return " / ".join(f"{t[k]:.0f}" for k in sorted(t, key=int, reverse=True))
+    text = " / ".join(f"{t[k]:.0f}" for k in sorted(t, key=int, reverse=True))
+    load = r.get("load_avg_1min_timing")
+    return text if load is None else f"{text} (load {load:.1f})"
+
+
+def _tiles(r) -> str:
+    flip = r.get("flip") or 0.0
+    return _fmt(r["tiles"], 1) + ("" if not flip else " ×2 (flip)" if flip == 1 else f" (flip on {flip:.0%})")
 
 
 def write_results(path: Path, rows, meta) -> None:
@@ -165,16 +196,31 @@ def write_results(path: Path, rows, meta) -> None:
              "detector's boxes to WIDER's annotation style first (`blazeface eval --box-style wider`: BlazeFace boxes "
              "are 10% wider, 17% shorter and 3% lower than WIDER's). Time: detection only (decoded image tensor in, "
              f"`Detections` out), one image per call, the best of {meta['repeats']} calls per image, median over "
-             f"{meta['time_images']} 1024-wide images, at 2 and 1 torch threads; CPU `{meta['cpu']}`, "
+             f"{meta['time_images']} 1024-wide images, at 2 and 1 threads (a detector built for each: ONNX Runtime, "
+             f"the default backend, fixes its threads when built); CPU `{meta['cpu']}`, "
              f"{meta['cpus']} cores shared with other jobs (1-min load average {meta['load_avg_1min_at_end']:.1f} at "
              "the end of the run), so times are inflated and noisy. PR curves: `benchmarks/pr_<model>.png`.", "",
-             "| model | run | AP easy | AP medium | AP hard | WIDER-style easy | medium | hard | ms / image (2 threads / 1) | tiles |",
+             "| model | run | AP easy | AP medium | AP hard | WIDER-style easy | medium | hard "
+             "| ms / image (2 threads / 1) (1-min load avg) | tiles |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['run']} | {_fmt(r['raw']['easy'])} | {_fmt(r['raw']['medium'])} | "
                      f"{_fmt(r['raw']['hard'])} | {_fmt(r['wider']['easy'])} | {_fmt(r['wider']['medium'])} | "
-                     f"{_fmt(r['wider']['hard'])} | {_ms(r)} | {_fmt(r['tiles'], 1)} |")
+                     f"{_fmt(r['wider']['hard'])} | {_ms(r)} | {_tiles(r)} |")
     lines.append("")
+    halves = [r for r in rows if r.get("halves")]
+    if halves:
+        lines += ["AP on the two halves of the event split the tile settings were chosen with "
+                  "(`benchmarks/tune_tiling.py`: "
+                  "events sorted by number, every 2nd held back; *tuning*: `0--Parade`, `4--Dancing`, "
+                  "`8--Election_Campain`, 52 images; *held back*: `2--Demonstration`, `6--Funeral`, 83 images):", "",
+                  "| model | run | tuning easy | medium | hard | held-back easy | medium | hard |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for r in halves:
+            t, h = r["halves"]["tuning"], r["halves"]["held_back"]
+            lines.append(f"| {r['model']} | {r['run']} | {_fmt(t['easy'])} | {_fmt(t['medium'])} | {_fmt(t['hard'])} | "
+                         f"{_fmt(h['easy'])} | {_fmt(h['medium'])} | {_fmt(h['hard'])} |")
+        lines.append("")
     section = "\n".join(lines) + "\n"
     notes = path.with_name("eval_wider_notes.md")
     if notes.exists():

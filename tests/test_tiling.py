@@ -2,6 +2,7 @@
 a tile border is found once, and tiling="off" (the default) changes nothing."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -39,7 +40,7 @@ def test_plan_covers_every_face_size_whole(model, size, wh):
     w, h = wh
     cfg = TileConfig()
     tiles = plan_tiles(w, h, size, model, cfg)
-    assert len(tiles) <= cfg.max_tiles
+    assert len(tiles) <= cfg.tile_limit(size, tiles[0].flip)
     assert tiles[0].region == Letterbox.centered(w, h, size)
     lo, hi = MODEL_FACE_RANGE[model]
     # the smallest face: min_face, unless max_tiles raised it (short range at 1024 px)
@@ -79,10 +80,14 @@ def test_tiling_off_is_the_default_and_unchanged():
     assert np.array_equal(a.boxes, b.boxes) and np.array_equal(a.scores, b.scores)
     # MediaPipe's own detection of this photo (shared README: short range finds the face at about 0.85)
     assert len(a) == 1 and a.scores[0] > 0.8
-    # a small image gets a one-tile plan: tiling="auto" gives exactly the untiled result
-    c = FaceDetector("full_range_sparse", device="cpu", tiling="auto")(EXAMPLES / "pillow_hopper.png")
+    # a small image gets a one-tile plan: without the flip, tiling gives exactly the untiled result
+    c = FaceDetector("full_range_sparse", device="cpu", tiling=TileConfig(flip=False))(EXAMPLES / "pillow_hopper.png")
     d = FaceDetector("full_range_sparse", device="cpu")(EXAMPLES / "pillow_hopper.png")
     assert np.array_equal(c.boxes, d.boxes) and np.array_equal(c.scores, d.scores)
+    # "auto" flips that one tile (it fits the budget): the same face, the two views' mean score
+    e = FaceDetector("full_range_sparse", device="cpu", tiling="auto")(EXAMPLES / "pillow_hopper.png")
+    assert [t.flip for t in plan_tiles(*d.image_size, 192, "full_range_sparse")] == [True]
+    assert len(e) == 1 and _ious(e.boxes, d.boxes[0])[0] > 0.9 and abs(e.scores[0] - d.scores[0]) < 0.1
 
 
 def _canvas_with_face():
@@ -174,3 +179,118 @@ def test_cli_detect_tile_and_eval_model(tmp_path, capsys):
         a, b = again[s]["ap"], settings[s]["ap"]
         assert (a is None and b is None) or a == pytest.approx(b, abs=1e-4)
     assert settings["easy"]["ap"] is None and settings["hard"]["ap"] is not None
+
+
+@pytest.mark.parametrize("model", ["short_range", "full_range", "back"])
+def test_mirror_anchor_index_maps_every_anchor_to_its_mirror(model):
+    from blazeface.ops.anchors import generate_anchors
+    from blazeface.registry import get_config
+    from blazeface.tiling import mirror_anchor_index
+
+    anchors = generate_anchors(get_config(model).anchors).numpy()
+    index = mirror_anchor_index(get_config(model).anchors)
+    assert sorted(index.tolist()) == list(range(len(anchors)))  # a permutation …
+    assert np.array_equal(index[index], np.arange(len(anchors)))  # … and an involution
+    np.testing.assert_allclose(anchors[index, 0], 1 - anchors[:, 0], atol=1e-6)
+    np.testing.assert_array_equal(anchors[index, 1:], anchors[:, 1:])
+    # each anchor of a cell pairs with the same slot (output channel) of the mirrored cell
+    if model == "short_range":  # 16×16 cells of 2 anchors, then 8×8 cells of 6: cell (y=0, x=0) ↔ (y=0, x=15)
+        assert index[:2].tolist() == [30, 31] and index[512 + 3] == 512 + 7 * 6 + 3
+
+
+def _mirror(det, width):
+    """Detections of an image mirrored left-right, in the mirrored image's pixels (pixel x ↔ width - 1 - x:
+    the letterbox samples pixel centres at integer coordinates), keypoints swapped left/right."""
+    from blazeface.results import FLIP_KEYPOINTS
+
+    boxes = det.boxes.copy()
+    boxes[:, [0, 2]] = width - 1 - det.boxes[:, [2, 0]]
+    kps = det.keypoints[:, list(FLIP_KEYPOINTS)].copy()
+    kps[..., 0] = width - 1 - kps[..., 0]
+    return boxes, kps
+
+
+def test_flip_tta_on_a_mirrored_image_gives_the_mirrored_detections():
+    """Where the tile is the image at the network's resolution (no resampling), the mirrored input is exactly the
+    mirrored image, so flip TTA is exactly mirror-equivariant: this checks the anchor pairing, the sign and the
+    one-pixel shift of the x offsets and the keypoint swap, to float precision."""
+    photo = Image.open(EXAMPLES / "grace_hopper.jpg").convert("RGB").crop((0, 40, 512, 552)).resize((128, 128))
+    img = np.asarray(photo).copy()
+    cfg = TileConfig(flip=True, max_tiles=1)
+    det = FaceDetector("short_range", device="cpu", min_score=0.3, tiling=cfg)
+    assert len(plan_tiles(128, 128, 128, "short_range", cfg)) == 1
+    a = det.detect_tensors([img])[0]
+    b = det.detect_tensors([np.ascontiguousarray(img[:, ::-1])])[0]
+    assert len(a) == len(b) >= 1 and a.scores[0] > 0.8
+    boxes, kps = _mirror(b, 128)
+    np.testing.assert_allclose(a.scores, b.scores, atol=1e-6)
+    np.testing.assert_allclose(a.boxes, boxes, atol=1e-3)
+    np.testing.assert_allclose(a.keypoints, kps, atol=1e-3)
+    # the fused face agrees with the single view it came from (same face, a slightly different box)
+    plain = FaceDetector("short_range", device="cpu", min_score=0.3, tiling=TileConfig(max_tiles=1))
+    single = plain.detect_tensors([img])[0]
+    assert _ious(single.boxes[:1], a.boxes[0]).item() > 0.9
+    assert np.abs(single.keypoints[0] - a.keypoints[0]).max() < 0.05 * (a.boxes[0, 2] - a.boxes[0, 0])
+
+
+def test_flip_tta_on_a_tiled_image_is_mirror_equivariant():
+    """On a tiled 1024×768 scene the plan of the mirrored image is the mirrored plan; resampling differs by a
+    fraction of an input pixel, so the faces agree to IoU > 0.8 (a 24-px false face), not to the bit."""
+    img, face = _canvas_with_face()
+    cfg = TileConfig(flip=True)
+    det = FaceDetector("full_range_sparse", device="cpu", min_score=0.3, tiling=cfg)
+    tiles = plan_tiles(1024, 768, 192, "full_range_sparse", cfg)
+    mirrored = sorted(round(1024 - t.region.x0 - t.region.side, 3) for t in tiles)
+    assert mirrored == sorted(round(t.region.x0, 3) for t in tiles)
+    a = det.detect_tensors([img])[0]
+    b = det.detect_tensors([torch.from_numpy(np.ascontiguousarray(img.numpy()[:, ::-1]))])[0]
+    assert _ious(a.boxes, face).max() > 0.85
+    boxes, _ = _mirror(b, 1024)
+    assert len(a) == len(b)
+    assert all(_ious(boxes, box).max() > 0.8 for box in a.boxes)
+    np.testing.assert_allclose(np.sort(a.scores), np.sort(b.scores), atol=0.05)
+
+
+def test_tile_budget_in_network_input_pixels():
+    cfg = TileConfig()  # 2**20 input pixels per image
+    assert [cfg.tile_limit(s, False) for s in (128, 192, 256)] == [64, 28, 16]
+    assert [cfg.tile_limit(s, True) for s in (128, 192, 256)] == [32, 14, 8]  # flipped tiles cost twice
+    assert TileConfig(max_tiles=10).tile_limit(128, False) == 10
+    assert TileConfig(max_input_pixels=None).tile_limit(256, True) == float("inf")
+    assert TileConfig(max_input_pixels=1).tile_limit(128, False) == 1  # never below one tile
+    with pytest.raises(ValueError):
+        TileConfig(flip="sometimes")
+    with pytest.raises(ValueError):
+        TileConfig(max_input_pixels=0)
+
+
+def test_plan_rules_give_the_hand_checked_tiles():
+    # full range, 1024×768: min face 25.6 px (2.5%); level 1 side max(1024 / (0.6 / 0.07 / 2), 25.6 / 0.07) =
+    # 365.7, overlap 0.07 × 1024 × 1.1 = 78.8, stride 286.9 → 4 × 3 tiles; with level 0: 13 tiles, and
+    # 13 × 2 × 192² = 958,464 ≤ 2**20: all flipped
+    tiles = plan_tiles(1024, 768, 192, "full_range")
+    assert len(tiles) == 13 and all(t.flip for t in tiles)
+    assert [t.level for t in tiles].count(1) == 12
+    assert tiles[1].region.side == pytest.approx(25.6 / 0.07)
+    # back, 1024×768: side 25.6 / 0.06 = 426.7, stride 426.7 - 67.6 → 3 × 2 + 1 = 7 tiles,
+    # 7 × 2 × 256² ≤ 2**20: flipped
+    tiles = plan_tiles(1024, 768, 256, "back")
+    assert len(tiles) == 7 and all(t.flip for t in tiles)
+    # back, 1024×1024: 3 × 3 + 1 = 10 tiles; flipped they would cost 10 × 2 × 256² > 2**20: the tiles stay,
+    # the flip goes
+    tiles = plan_tiles(1024, 1024, 256, "back")
+    assert len(tiles) == 10 and not any(t.flip for t in tiles)
+    assert len(plan_tiles(1024, 1024, 256, "back", TileConfig(flip=True))) <= 8  # forced flip: fewer, larger tiles
+    # short range, 1024×768: the tiles for 25.6-px faces exceed even the unflipped budget (64), so no flip, and
+    # min_face grows (by 10% steps) until the plan fits
+    cfg = TileConfig()
+    tiles = plan_tiles(1024, 768, 128, "short_range", cfg)
+    assert not any(t.flip for t in tiles) and 56 < len(tiles) <= 64
+    smallest = MODEL_FACE_RANGE["short_range"][0] * min(t.region.side for t in tiles)
+    assert 25.6 < smallest < 25.6 * 1.1 ** 3
+    unbounded = TileConfig(min_face=smallest / 1.1, max_input_pixels=None, flip=False)
+    assert len(plan_tiles(1024, 768, 128, "short_range", unbounded)) > 64
+    # flip=False / True never change the tiles when the budget is not binding
+    free = TileConfig(max_input_pixels=None)
+    assert len(plan_tiles(1024, 768, 128, "short_range", replace(free, flip=True))) == \
+        len(plan_tiles(1024, 768, 128, "short_range", replace(free, flip=False)))

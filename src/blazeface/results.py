@@ -23,6 +23,13 @@ class FaceKeypoint(IntEnum):
     LEFT_EAR_TRAGION = 5
 
 
+#: Keypoint order after a horizontal mirror: the subject's right eye becomes the left one (0 <-> 1), same for the
+#: ear tragions (4 <-> 5); ``mirrored_keypoints = keypoints[..., FLIP_KEYPOINTS, :]``.
+FLIP_KEYPOINTS: tuple[int, ...] = tuple(int(k) for k in (
+    FaceKeypoint.LEFT_EYE, FaceKeypoint.RIGHT_EYE, FaceKeypoint.NOSE_TIP, FaceKeypoint.MOUTH_CENTER,
+    FaceKeypoint.LEFT_EAR_TRAGION, FaceKeypoint.RIGHT_EAR_TRAGION))
+
+
 KEYPOINT_COLORS = ((255, 64, 64), (64, 64, 255), (64, 255, 64), (255, 255, 0), (255, 128, 255), (0, 255, 255))
 
 

@@ -17,22 +17,31 @@ for every model. Tiling looks at the image through an image pyramid of overlappi
   region, resampled as MediaPipe resamples); each tile is suppressed with weighted NMS as usual, then the
   survivors of every tile and level are merged by one more weighted NMS (MediaPipe's blending) in image pixels.
 
-Cost grows with the image area over the smallest tile's area; ``max_tiles`` caps it by raising ``min_face``.
-:func:`plan_tiles` tells the tiles without running anything.
+* **Flip** (test-time augmentation): a tile may also run mirrored left-right in the same batch; the two views are
+  fused anchor by anchor before decoding (:func:`fuse_mirrored`), so the faces and their scores are averaged over
+  both views.
+
+Cost grows with the network-input pixels run (tiles × ``S²``, twice for flipped tiles). The plan holds a budget
+(``max_input_pixels``, the same for every model): ``min_face`` grows until the tiles fit it, and with
+``flip="auto"`` the tiles are flipped only if the flipped plan fits at the requested ``min_face`` (small faces
+first, then the flip). :func:`plan_tiles` tells the tiles without running anything.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import TYPE_CHECKING, Literal, Union
 
 import numpy as np
 import torch
 
+from .config import AnchorOptions
+from .ops.anchors import generate_anchors
 from .ops.nms import non_max_suppression
 from .preprocess import Letterbox
-from .results import Detections
+from .results import FLIP_KEYPOINTS, Detections
 
 if TYPE_CHECKING:  # pragma: no cover
     from .detector import FaceDetector
@@ -63,11 +72,21 @@ class TileConfig:
             (:data:`MODEL_FACE_RANGE`).
         level_ratio: tile side ratio between consecutive levels; ``None``: ``hi / lo / 2`` (bands overlap ×2),
             at least 1.5.
-        max_tiles: at most this many tiles per image (``min_face`` grows until the plan fits).
+        max_tiles: at most this many tiles per image (``min_face`` grows until the plan fits); ``None``: no cap
+            other than ``max_input_pixels``.
+        max_input_pixels: the cost budget: network-input pixels per image, summed over tiles and views
+            (``Σ S² × (2 if the tile is flipped else 1)``); ``min_face`` grows until the plan fits. Time grows
+            about linearly with it whatever the model (the default, 2**20, is 64 tiles of 128², 28 of 192² or 16
+            of 256², or half as many flipped tiles); ``None``: no budget.
         border_margin: a detection within this fraction of its own size of an interior tile border counts as cut.
         whole_image: include level 0, the plain letterboxed image.
         max_candidates: per tile, only the best-scoring candidates above the threshold enter NMS (bounds the
             cost at low evaluation thresholds such as 0.05; irrelevant at serving thresholds).
+        flip: horizontal-flip test-time augmentation: also run every tile mirrored left-right (in the same batch)
+            and fuse both views anchor by anchor (:func:`fuse_mirrored`), twice the network work per tile.
+            ``"auto"``: flip when the flipped plan still fits the budget at the requested ``min_face`` (smaller
+            faces come first, the flip is spent from what is left); ``True`` / ``False``: always / never (with
+            ``True`` the budget holds half as many tiles).
     """
 
     min_face: float | None = None
@@ -75,18 +94,32 @@ class TileConfig:
     min_face_pixels: float = 16.0
     face_range: tuple[float, float] | None = None
     level_ratio: float | None = None
-    max_tiles: int = 32
+    max_tiles: int | None = None
+    max_input_pixels: int | None = 2 ** 20
     border_margin: float = 0.05
     whole_image: bool = True
     max_candidates: int = 100
+    flip: bool | Literal["auto"] = "auto"
 
     def __post_init__(self) -> None:
-        if self.max_tiles < 1:
+        if self.max_tiles is not None and self.max_tiles < 1:
             raise ValueError("max_tiles must be at least 1")
+        if self.max_input_pixels is not None and self.max_input_pixels < 1:
+            raise ValueError("max_input_pixels must be positive")
         if self.face_range is not None and not 0 < self.face_range[0] < self.face_range[1] <= 1.5:
             raise ValueError(f"face_range must be (lo, hi) with 0 < lo < hi, got {self.face_range}")
+        if self.flip not in (True, False, "auto"):
+            raise ValueError(f"flip must be True, False or 'auto', got {self.flip!r}")
         if self.level_ratio is not None and self.level_ratio <= 1:
             raise ValueError("level_ratio must be above 1")
+
+    def tile_limit(self, size: int, flip: bool) -> float:
+        """The most tiles a plan may have for a model of input ``size``, all flipped or none (``max_tiles`` and
+        ``max_input_pixels``; at least 1)."""
+        limit = math.inf if self.max_tiles is None else float(self.max_tiles)
+        if self.max_input_pixels is not None:
+            limit = min(limit, self.max_input_pixels // (size * size * (2 if flip else 1)))
+        return max(limit, 1.0)
 
 
 TilingArg = Union[Literal["auto", "off"], TileConfig, None]
@@ -105,11 +138,13 @@ def resolve_tiling(tiling: TilingArg) -> TileConfig | None:
 
 @dataclass(frozen=True)
 class Tile:
-    """One tile: its square ``region`` and which of its four sides are interior borders (left, top, right, bottom)."""
+    """One tile: its square ``region``, which of its four sides are interior borders (left, top, right, bottom),
+    and whether it also runs mirrored (``flip``, see :attr:`TileConfig.flip`)."""
 
     region: Letterbox
     level: int
     interior: tuple[bool, bool, bool, bool]
+    flip: bool = False
 
 
 def _positions(length: int, side: float, overlap: float) -> list[float]:
@@ -132,10 +167,16 @@ def plan_tiles(width: int, height: int, size: int, model: str, config: TileConfi
     longer = max(width, height)
     min_face = config.min_face if config.min_face is not None else max(config.min_face_fraction * longer,
                                                                        config.min_face_pixels)
+    if config.flip == "auto":  # flip if that fits at the requested min_face, else spend everything on tiles
+        tiles = _plan(width, height, size, lo, ratio, min_face, config.whole_image)
+        flip = len(tiles) <= config.tile_limit(size, True)
+    else:
+        flip = bool(config.flip)
+    limit = config.tile_limit(size, flip)
     while True:
         tiles = _plan(width, height, size, lo, ratio, min_face, config.whole_image)
-        if len(tiles) <= config.max_tiles:
-            return tiles
+        if len(tiles) <= limit:
+            return [replace(t, flip=flip) for t in tiles] if flip else tiles
         min_face *= 1.1
 
 
@@ -180,6 +221,75 @@ def _cut_by_border(boxes: np.ndarray, tile: Tile, margin: float) -> np.ndarray:
     return cut
 
 
+@lru_cache(maxsize=16)
+def mirror_anchor_index(options: AnchorOptions) -> np.ndarray:
+    """``intp[A]``: for every anchor, the index of the anchor at the mirrored position (``x → 1 - x``, same ``y``,
+    size and slot in its cell), so that output ``index[a]`` of the mirrored input is anchor ``a``'s mirror image.
+    An involution; anchors are symmetric about ``x = 0.5`` (offset 0.5 on a regular grid)."""
+    anchors = generate_anchors(options).numpy().astype(np.float64)
+    slot = np.zeros(len(anchors), dtype=np.int64)  # position of the anchor among its cell's anchors
+    for i in range(1, len(anchors)):
+        slot[i] = slot[i - 1] + 1 if np.array_equal(anchors[i, :2], anchors[i - 1, :2]) else 0
+
+    def key(x: float, a: int) -> tuple:
+        return (round(x * 2 ** 20), round(anchors[a, 1] * 2 ** 20), int(slot[a]), *anchors[a, 2:].tolist())
+
+    by_key: dict[tuple, list[int]] = {}
+    for a in range(len(anchors)):
+        by_key.setdefault(key(anchors[a, 0], a), []).append(a)
+    seen: dict[tuple, int] = {}
+    index = np.empty(len(anchors), dtype=np.intp)
+    for a in range(len(anchors)):  # the k-th anchor of a key pairs with the k-th of the mirrored key
+        k, m = key(anchors[a, 0], a), key(1.0 - anchors[a, 0], a)
+        index[a] = by_key[m][seen.get(k, 0)]
+        seen[k] = seen.get(k, 0) + 1
+    if not np.array_equal(index[index], np.arange(len(anchors))):
+        raise ValueError("anchors are not symmetric under a horizontal mirror")
+    index.flags.writeable = False  # cached and shared
+    return index
+
+
+def fuse_mirrored(detector: "FaceDetector", regressors: torch.Tensor, logits: torch.Tensor,
+                  mirrored_regressors: torch.Tensor, mirrored_logits: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fuse the raw outputs on inputs ``[B, 3, S, S]`` and on the same inputs mirrored left-right (``flip(-1)``)
+    into one ``(regressors [B, A, 16], logits [B, A, 1])``, decoded and suppressed as usual afterwards.
+
+    The mirrored outputs are brought back anchor by anchor (:func:`mirror_anchor_index`): x offsets of the box
+    centre and keypoints change sign (tensor pixel ``j`` mirrors to ``S - 1 - j``, one input pixel off the
+    anchors' axis ``x = 0.5``), the eye and ear keypoints swap (:data:`~blazeface.results.FLIP_KEYPOINTS`).
+    Score: the mean of the two views' probabilities; regressors: their score-weighted mean."""
+    cfg = detector.config
+    index = torch.tensor(mirror_anchor_index(cfg.anchors), device=regressors.device)  # a copy: the cache is read-only
+    anchor_w = detector.anchors[:, 2].to(regressors.device)
+    back = mirrored_regressors[:, index].clone()
+    shift = cfg.box_scale / (detector.input_size * anchor_w)  # [A]: one input pixel, in raw units
+    back[..., 0] = -back[..., 0] - shift
+    kps = back[..., 4:].reshape(*back.shape[:-1], -1, 2)[..., list(FLIP_KEYPOINTS), :]
+    kps[..., 0] = -kps[..., 0] - shift[:, None]
+    back[..., 4:] = kps.reshape(*back.shape[:-1], -1)
+    clip = cfg.score_clip
+    p = torch.sigmoid(logits.clamp(-clip, clip))
+    q = torch.sigmoid(mirrored_logits[:, index].clamp(-clip, clip))
+    w = p / (p + q).clamp(min=1e-30)
+    fused = w * regressors + (1 - w) * back
+    mean = (p + q) / 2
+    return fused, torch.log(mean) - torch.log1p(-mean)
+
+
+def _forward(detector: "FaceDetector", batch: torch.Tensor, flip: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The network on ``[B, 3, S, S]``, and on the inputs ``flip`` (indices) mirrored too, in the same pass; the two
+    views of those are fused (:func:`fuse_mirrored`). Returns ``(regressors [B, A, 16], logits [B, A, 1])``."""
+    if not flip:
+        return detector.forward(batch)
+    n = len(batch)
+    regressors, logits = detector.forward(torch.cat([batch, batch[flip].flip(-1)]))
+    fused = fuse_mirrored(detector, regressors[flip], logits[flip], regressors[n:], logits[n:])
+    regressors, logits = regressors[:n].clone(), logits[:n].clone()
+    regressors[flip], logits[flip] = fused
+    return regressors, logits
+
+
 def detect_tiled(detector: "FaceDetector", image: "np.ndarray | torch.Tensor", path: str | None = None,
                  config: TileConfig | None = None) -> Detections:
     """Detect faces in one RGB ``[H, W, 3]`` image (a ``uint8`` array, or a tensor on the detector's device)
@@ -189,14 +299,17 @@ def detect_tiled(detector: "FaceDetector", image: "np.ndarray | torch.Tensor", p
     config = config or TileConfig()
     height, width = int(image.shape[0]), int(image.shape[1])
     tiles = plan_tiles(width, height, detector.input_size, detector.model_name, config)
-    if len(tiles) == 1:  # nothing to tile: exactly the plain pipeline on that one region
+    if len(tiles) == 1 and not tiles[0].flip:  # nothing to tile: exactly the plain pipeline on that one region
         return detector.detect_tensors([image], [path], [tiles[0].region])[0]
     found: list[Detections] = []
-    for start in range(0, len(tiles), detector.batch_size):
-        chunk = tiles[start:start + detector.batch_size]
+    per_pass = max(detector.batch_size // (2 if any(t.flip for t in tiles) else 1), 1)  # network inputs per pass
+    for start in range(0, len(tiles), per_pass):
+        chunk = tiles[start:start + per_pass]
         regions = [t.region for t in chunk]
         batch, _ = detector.preprocess([image] * len(regions), regions)
-        per_tile = detector.postprocess(*detector.forward(batch), regions, max_candidates=config.max_candidates)
+        flip = [i for i, t in enumerate(chunk) if t.flip]
+        per_tile = detector.postprocess(*_forward(detector, batch, flip), regions,
+                                        max_candidates=config.max_candidates)
         for tile, det in zip(chunk, per_tile):
             if len(det):
                 r = tile.region

@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from ..results import FLIP_KEYPOINTS  # noqa: F401  (re-exported: augment and the tests import it from here)
+
 NUM_KEYPOINTS = 6
-#: Horizontal flip swaps these keypoints (right eye <-> left eye, right tragion <-> left tragion).
-FLIP_KEYPOINTS = (1, 0, 2, 3, 5, 4)
 #: WIDER FACE's evaluation settings.
 SETTINGS = ("easy", "medium", "hard")
 
