@@ -213,6 +213,7 @@ class FaceDetector:
         than the centred letterbox (e.g. tiles)."""
         if not len(images):
             return []
+        images = self._cpu_arrays(images)
         if regions is None and self.tiling is not None:
             return [detect_tiled(self, img, paths[i] if paths else None, self.tiling) for i, img in enumerate(images)]
         if self._runs_in_parallel(images):
@@ -221,29 +222,46 @@ class FaceDetector:
         regressors, logits = self.forward(batch)
         return self.postprocess(regressors, logits, boxes, paths)
 
+    def _cpu_arrays(self, images: Sequence[np.ndarray | torch.Tensor]) -> Sequence[np.ndarray | torch.Tensor]:
+        """On the CPU, ``uint8`` CPU tensors as numpy views, so that they take the numpy/OpenCV letterbox."""
+        if self.device.type != "cpu" or not any(isinstance(i, torch.Tensor) for i in images):
+            return images
+        return [i.numpy() if isinstance(i, torch.Tensor) and i.device.type == "cpu" and i.dtype == torch.uint8 else i
+                for i in images]
+
+    def worker_pool(self) -> Any:
+        """The thread pool that runs CPU work in chunks on single-threaded network workers (ONNX Runtime, LiteRT
+        files, ``threads > 1``), or ``None`` where the backend has none."""
+        if (getattr(self.backend, "workers", 1) < 2 or self.device.type != "cpu"
+                or not hasattr(self.backend, "run_single_threaded")):
+            return None
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self.backend.workers, thread_name_prefix="blazeface-detect")  # type: ignore[attr-defined]
+        return self._pool
+
+    def forward_single_threaded(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` on one core (for a :meth:`worker_pool` worker; safe to call from several at once)."""
+        reg, logits = self.backend.run_single_threaded(batch.numpy())  # type: ignore[attr-defined]
+        return torch.from_numpy(reg), torch.from_numpy(logits)
+
     def _runs_in_parallel(self, images: Sequence[np.ndarray | torch.Tensor]) -> bool:
-        """A CPU batch of ``uint8`` arrays on a backend with single-threaded workers (ONNX Runtime, LiteRT files)."""
-        workers = getattr(self.backend, "workers", 1)
-        return (workers > 1 and len(images) > self.chunk_size and self.device.type == "cpu"
-                and hasattr(self.backend, "run_single_threaded")
-                and all(isinstance(i, np.ndarray) and i.dtype == np.uint8 for i in images))
+        """A CPU batch of ``uint8`` arrays, larger than a chunk, on a backend with single-threaded workers."""
+        return (len(images) > self.chunk_size and all(isinstance(i, np.ndarray) and i.dtype == np.uint8 for i in images)
+                and self.worker_pool() is not None)
 
     def _detect_parallel(self, images: Sequence[np.ndarray], paths: Sequence[str | None] | None,
                          regions: Sequence[Letterbox] | None) -> list[Detections]:
         """The whole pipeline (letterbox, network, decoding, NMS) on chunks of ``chunk_size`` images, one chunk
         per worker at a time: the workers' numpy and network calls release the GIL, so the cores stay busy."""
-        if self._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._pool = ThreadPoolExecutor(self.backend.workers, thread_name_prefix="blazeface-detect")  # type: ignore[attr-defined]
-        run = self.backend.run_single_threaded  # type: ignore[attr-defined]
-
         def chunk(start: int) -> list[Detections]:
             end = start + self.chunk_size
             batch, boxes = self._letterbox_numpy(images[start:end], regions[start:end] if regions else None)
-            return self.postprocess(*run(batch), boxes, paths[start:end] if paths else None)
+            return self.postprocess(*self.forward_single_threaded(torch.from_numpy(batch)), boxes,
+                                    paths[start:end] if paths else None)
 
-        return [d for part in self._pool.map(chunk, range(0, len(images), self.chunk_size)) for d in part]
+        return [d for part in self.worker_pool().map(chunk, range(0, len(images), self.chunk_size)) for d in part]
 
     def _letterbox_numpy(self, images: Sequence[np.ndarray], regions: Sequence[Letterbox] | None
                          ) -> tuple[np.ndarray, list[Letterbox]]:
@@ -257,6 +275,7 @@ class FaceDetector:
                    ) -> tuple[torch.Tensor, list[Letterbox]]:
         """Letterbox images into ``Tensor[B, 3, S, S]`` on the device: with numpy on the CPU, with torch ops on the
         device otherwise (both bit-identical to MediaPipe's arithmetic)."""
+        images = self._cpu_arrays(images)
         if self.device.type == "cpu" and all(isinstance(i, np.ndarray) and i.dtype == np.uint8 for i in images):
             batch, boxes = self._letterbox_numpy(images, regions)
             return torch.from_numpy(batch), boxes

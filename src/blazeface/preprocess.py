@@ -136,7 +136,7 @@ def sampling_table(box: Letterbox) -> tuple[np.ndarray, np.ndarray]:
     return idx, w[:, None, :].astype(np.float32)
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=128)
 def remap_tables(box: Letterbox) -> tuple[np.ndarray, np.ndarray]:
     """OpenCV fixed-point maps for ``cv2.remap``: ``int16[S, S, 2]`` integer source ``(x, y)`` of every input pixel's
     top-left tap and ``uint16[S, S]`` interpolation-table index ``fy * 32 + fx`` (the same 1/32 fractions as

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import TYPE_CHECKING, Literal, Union
+from typing import TYPE_CHECKING, Callable, Literal, Union
 
 import numpy as np
 import torch
@@ -277,13 +277,17 @@ def fuse_mirrored(detector: "FaceDetector", regressors: torch.Tensor, logits: to
     return fused, torch.log(mean) - torch.log1p(-mean)
 
 
-def _forward(detector: "FaceDetector", batch: torch.Tensor, flip: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The network on ``[B, 3, S, S]``, and on the inputs ``flip`` (indices) mirrored too, in the same pass; the two
-    views of those are fused (:func:`fuse_mirrored`). Returns ``(regressors [B, A, 16], logits [B, A, 1])``."""
+Forward = Callable[[torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
+
+
+def _forward(detector: "FaceDetector", batch: torch.Tensor, flip: list[int], forward: Forward
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The network (``forward``) on ``[B, 3, S, S]``, and on the inputs ``flip`` (indices) mirrored too, in the same
+    pass; the two views of those are fused (:func:`fuse_mirrored`). Returns ``(regressors [B, A, 16], logits [B, A, 1])``."""
     if not flip:
-        return detector.forward(batch)
+        return forward(batch)
     n = len(batch)
-    regressors, logits = detector.forward(torch.cat([batch, batch[flip].flip(-1)]))
+    regressors, logits = forward(torch.cat([batch, batch[flip].flip(-1)]))
     fused = fuse_mirrored(detector, regressors[flip], logits[flip], regressors[n:], logits[n:])
     regressors, logits = regressors[:n].clone(), logits[:n].clone()
     regressors[flip], logits[flip] = fused
@@ -301,27 +305,39 @@ def detect_tiled(detector: "FaceDetector", image: "np.ndarray | torch.Tensor", p
     tiles = plan_tiles(width, height, detector.input_size, detector.model_name, config)
     if len(tiles) == 1 and not tiles[0].flip:  # nothing to tile: exactly the plain pipeline on that one region
         return detector.detect_tensors([image], [path], [tiles[0].region])[0]
-    found: list[Detections] = []
-    per_pass = max(detector.batch_size // (2 if any(t.flip for t in tiles) else 1), 1)  # network inputs per pass
-    for start in range(0, len(tiles), per_pass):
-        chunk = tiles[start:start + per_pass]
-        regions = [t.region for t in chunk]
-        batch, _ = detector.preprocess([image] * len(regions), regions)
-        flip = [i for i, t in enumerate(chunk) if t.flip]
-        per_tile = detector.postprocess(*_forward(detector, batch, flip), regions,
-                                        max_candidates=config.max_candidates)
-        for tile, det in zip(chunk, per_tile):
-            if len(det):
-                r = tile.region
-                offset = np.array([r.x0, r.y0, r.x0, r.y0], dtype=np.float32)
-                found.append(det[np.flatnonzero(~_cut_by_border((det.boxes - offset) / r.side, tile,
-                                                                config.border_margin))])
+    pool = detector.worker_pool() if isinstance(image, np.ndarray) else None
+    if pool is not None:  # CPU: small chunks through the whole pipeline on single-threaded workers, cores kept busy
+        step, forward = detector.chunk_size, detector.forward_single_threaded
+    else:
+        step, forward = max(detector.batch_size // (2 if any(t.flip for t in tiles) else 1), 1), detector.forward
+
+    def run(start: int) -> list[Detections]:
+        return _detect_tiles(detector, image, tiles[start:start + step], config, forward)
+
+    starts = range(0, len(tiles), step)
+    found = [d for part in (pool.map(run, starts) if pool is not None else map(run, starts)) for d in part if len(d)]
     if not found:
         return Detections.empty((width, height), detector.model_name, path)
     merged = non_max_suppression(np.concatenate([d.boxes for d in found]), np.concatenate([d.scores for d in found]),
                                  np.concatenate([d.keypoints for d in found]), detector.min_suppression,
                                  detector.nms, detector.max_faces)
     return Detections(merged.boxes, merged.scores, merged.keypoints, (width, height), detector.model_name, path)
+
+
+def _detect_tiles(detector: "FaceDetector", image: "np.ndarray | torch.Tensor", tiles: list[Tile], config: TileConfig,
+                  forward: Forward) -> list[Detections]:
+    """Detections of each of ``tiles`` (in image pixels), less those cut by an interior tile border."""
+    regions = [t.region for t in tiles]
+    batch, _ = detector.preprocess([image] * len(regions), regions)
+    flip = [i for i, t in enumerate(tiles) if t.flip]
+    per_tile = detector.postprocess(*_forward(detector, batch, flip, forward), regions,
+                                    max_candidates=config.max_candidates)
+    kept = []
+    for tile, det in zip(tiles, per_tile):
+        r = tile.region
+        offset = np.array([r.x0, r.y0, r.x0, r.y0], dtype=np.float32)
+        kept.append(det[np.flatnonzero(~_cut_by_border((det.boxes - offset) / r.side, tile, config.border_margin))])
+    return kept
 
 
 def tiles_per_megapixel(width: int, height: int, size: int, model: str, config: TileConfig | None = None) -> float:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Literal, NamedTuple
 
-from ._array import Array, argsort_desc, first_true, xp
+import numpy as np
+import torch
+
+from ._array import Array, argsort_desc, concat, first_true, xp
 from .boxes import box_iou
 
 NMSMode = Literal["weighted", "hard"]
@@ -51,24 +54,35 @@ def non_max_suppression(
     boxes, scores, keypoints = boxes[order], scores[order], keypoints[order]
     overlaps = box_iou(boxes, boxes) > iou_threshold
     remaining = m.ones_like(overlaps[0])  # all True, same kind and device
-    out_boxes, out_scores, out_kps = [], [], []
+    tops: list[int] = []
+    clusters = []
     limit = n if max_detections is None else min(n, max_detections)
     left = n
-    while left > 0 and len(out_scores) < limit:
+    while left > 0 and len(tops) < limit:  # only the cluster choice is sequential
         top = first_true(remaining)
         members = remaining & overlaps[top]
+        tops.append(top)
+        clusters.append(members)
         count = int(members.sum())
-        if mode == "weighted" and count > 0:
-            w = scores * members  # the members' scores, 0 elsewhere
-            total = w.sum()
-            out_boxes.append((w[:, None] * boxes).sum(0) / total)
-            out_kps.append((w[:, None, None] * keypoints).sum(0) / total)
-        else:
-            out_boxes.append(boxes[top])
-            out_kps.append(keypoints[top])
-        out_scores.append(scores[top])
         if count == 0:
             break
         remaining = remaining & ~members
         left -= count
-    return Suppressed(m.stack(out_boxes), m.stack(out_scores), m.stack(out_kps))
+    leaders = m.asarray(tops) if m is np else torch.tensor(tops, device=scores.device)
+    out_scores = scores[leaders]
+    if mode == "hard":
+        return Suppressed(boxes[leaders], out_scores, keypoints[leaders])
+    coords = concat([boxes, keypoints.reshape(n, -1)], -1)  # [N, 4 + 2P]
+    weights = m.stack(clusters) * scores  # [K, N]: each cluster's members' scores, 0 elsewhere
+    if count == 0:  # the last leader joined no cluster (an empty box): output as it is (weight 1 on itself)
+        weights[-1, tops[-1]] = 1.0
+    blended = _weighted_sums(weights, coords) / weights.sum(1)[:, None]
+    return Suppressed(blended[:, :4], out_scores, blended[:, 4:].reshape(-1, *keypoints.shape[1:]))
+
+
+def _weighted_sums(weights: Array, values: Array) -> Array:
+    """``[K, D]``: ``Σ_n weights[k, n] · values[n]``, accumulated over ``n`` in order (as MediaPipe's loop does), a
+    block of clusters at a time so that the ``[k, N, D]`` products stay small."""
+    step = max(1, (1 << 20) // max(1, values.shape[0] * values.shape[1]))
+    parts = [(weights[i:i + step, :, None] * values[None]).sum(1) for i in range(0, weights.shape[0], step)]
+    return concat(parts, 0)
