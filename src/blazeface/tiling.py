@@ -307,7 +307,8 @@ def detect_tiled(detector: "FaceDetector", image: "np.ndarray | torch.Tensor", p
         return detector.detect_tensors([image], [path], [tiles[0].region])[0]
     pool = detector.worker_pool() if isinstance(image, np.ndarray) else None
     if pool is not None:  # CPU: small chunks through the whole pipeline on single-threaded workers, cores kept busy
-        step, forward = detector.chunk_size, detector.forward_single_threaded
+        flipped = any(t.flip for t in tiles)  # about chunk_size network inputs per task
+        step, forward = max(detector.chunk_size // (2 if flipped else 1), 1), detector.forward_single_threaded
     else:
         step, forward = max(detector.batch_size // (2 if any(t.flip for t in tiles) else 1), 1), detector.forward
 
