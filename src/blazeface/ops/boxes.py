@@ -7,7 +7,7 @@ takes numpy arrays or torch tensors (on any device) and returns the same kind.
 from __future__ import annotations
 
 from ..nn.blazenet import NUM_COORDS
-from ._array import Array, clamp_min, concat, sigmoid, xp
+from ._array import Array, clamp, clamp_min, concat, sigmoid, xp
 
 NUM_KEYPOINTS = (NUM_COORDS - 4) // 2
 
@@ -37,7 +37,7 @@ def decode_boxes(regressors: Array, anchors: Array, scale: float) -> tuple[Array
 
 def scores_from_logits(logits: Array, clip: float = 100.0) -> Array:
     """``sigmoid(clip(logit, -clip, clip))``: ``[..., A, 1]`` → ``[..., A]``."""
-    return sigmoid(logits.clip(-clip, clip))[..., 0]
+    return sigmoid(clamp(logits, -clip, clip))[..., 0]
 
 
 def box_area(boxes: Array) -> Array:

@@ -84,5 +84,7 @@ def _weighted_sums(weights: Array, values: Array) -> Array:
     """``[K, D]``: ``Σ_n weights[k, n] · values[n]``, accumulated over ``n`` in order (as MediaPipe's loop does), a
     block of clusters at a time so that the ``[k, N, D]`` products stay small."""
     step = max(1, (1 << 20) // max(1, values.shape[0] * values.shape[1]))
+    if weights.shape[0] <= step:
+        return (weights[:, :, None] * values[None]).sum(1)
     parts = [(weights[i:i + step, :, None] * values[None]).sum(1) for i in range(0, weights.shape[0], step)]
     return concat(parts, 0)
