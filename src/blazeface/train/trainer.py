@@ -77,6 +77,9 @@ class TrainConfig:
     #: face sizes zooms aim for (``None``: 2 × the finest cell to the anchors' ``max_scale``).
     face_range: tuple[float, float] | None = None
     val_min_score: float = 0.05
+    #: validation runs the detector with this tiling (``"off"``: one whole-image letterbox, ``"auto"``: the
+    #: multi-scale tiles of :mod:`blazeface.tiling`, for small faces in large images such as WIDER's).
+    val_tiling: str = "off"
     val_every: int = 1
     cache_images: bool = False
     progress: bool = True
@@ -380,12 +383,13 @@ class Trainer:
 
     def validate(self, weights: str | Path | None = None, min_score: float | None = None) -> EvalReport:
         """AP of the current weights on the validation samples, through the real inference path
-        (:class:`~blazeface.FaceDetector` with the saved ``.safetensors``)."""
+        (:class:`~blazeface.FaceDetector` with the saved ``.safetensors`` and ``config.val_tiling``)."""
         from ..detector import FaceDetector
 
         weights = weights or self.save_weights(self.out / "last.safetensors")
         det = FaceDetector(self.model_config.name, device=self.device, weights=weights, backend="torch",
-                           min_score=self.config.val_min_score if min_score is None else min_score)
+                           min_score=self.config.val_min_score if min_score is None else min_score,
+                           tiling=self.config.val_tiling)
         return evaluate(det, self.val, self.val_images, progress=False)
 
     def fit(self) -> list[dict[str, float]]:
