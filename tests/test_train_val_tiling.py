@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from blazeface.cli import main
 from blazeface.train import TrainConfig, Trainer
 from blazeface.train.synthetic import Paste, background, compose, samples_from_mediapipe_json
 
@@ -36,3 +37,17 @@ def test_validation_with_tiling_finds_small_faces_the_letterbox_misses(tmp_path)
         torch.set_num_threads(threads)
     assert aps["off"] < 0.5 and aps["auto"] > 0.9, aps
     assert TrainConfig.from_dict(config.to_dict()).val_tiling == "auto"
+
+
+def test_cli_passes_zoom_prob_and_val_tiling(tmp_path):
+    img = tmp_path / "imgs"
+    img.mkdir()
+    Image.open(EXAMPLES / "pillow_hopper.png").convert("RGB").save(img / "hopper.png")
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text(json.dumps({"path": "hopper.png", "faces": [{"box": [39, 32, 87, 80]}]}) + "\n")
+    args = ["train", "--model", "paper", "--data", str(labels), "--images", str(img), "--val-data", str(labels),
+            "--val-images", str(img), "--epochs", "1", "--batch-size", "2", "--repeats", "2", "--threads", "1",
+            "--quiet", "--zoom-prob", "0.9", "--val-tiling", "auto", "--out", str(tmp_path / "run")]
+    assert main(args, stdout=io.StringIO()) == 0
+    config = TrainConfig.from_dict(json.loads((tmp_path / "run" / "config.json").read_text()))
+    assert config.augment.zoom_prob == 0.9 and config.val_tiling == "auto"

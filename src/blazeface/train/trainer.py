@@ -492,6 +492,11 @@ def add_train_parser(sub: Any) -> None:
     t.add_argument("--loss", default="ohem", choices=["ohem", "focal"], help="classification loss (default: ohem)")
     t.add_argument("--repeats", type=int, help="passes over the images per epoch " + both("repeats"))
     t.add_argument("--no-augment", action="store_true", help="no augmentation (whole-image letterbox only)")
+    t.add_argument("--zoom-prob", type=float, default=AugmentConfig.zoom_prob,
+                   help="share of examples zoomed on one face, sized for the model; raise it (e.g. 0.9) when most "
+                        "faces are far smaller than the input (default: %(default)g)")
+    t.add_argument("--val-tiling", default="off", choices=["off", "auto"],
+                   help="validate with tiled inference, for small faces in large images (default: off)")
     t.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     t.add_argument("--no-amp", action="store_true", help="no mixed precision on the GPU")
     t.add_argument("--workers", type=int, default=0, help="data loading processes (default: 0)")
@@ -535,7 +540,8 @@ def run_train(args: argparse.Namespace, stdout: TextIO) -> int:
         base, init=args.init, batch_size=args.batch_size, seed=args.seed, device=args.device, amp=not args.no_amp,
         threads=args.threads, workers=args.workers, cache_images=args.cache, progress=not args.quiet,
         loss=dataclasses.replace(base.loss, classification=args.loss, box_weight=box_weight),
-        augment=AugmentConfig.off() if args.no_augment else AugmentConfig(), **given,
+        augment=AugmentConfig.off() if args.no_augment else AugmentConfig(zoom_prob=args.zoom_prob),
+        val_tiling=args.val_tiling, **given,
     )
     try:
         trainer = Trainer(config, samples, val, out)
