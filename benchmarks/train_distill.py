@@ -1,14 +1,16 @@
 """Distillation: the paper's model trained from scratch on a teacher's pseudo-labels (boxes + 6 keypoints).
 
-    python benchmarks/train_distill.py [--teacher full_range] [--tiles 2] [--epochs 30] [--out runs/train_distill]
+    python benchmarks/train_distill.py [--teacher full_range] [--tiles 2] [--epochs 20] [--repeats 20]
+        [--zoom-prob 0.9] [--tiling auto] [--out runs/train_distill]
 
 Images: everything available here: ``wider_val_dev`` (135), the fixtures (4) and the seed images (3). The teacher
 labels them all (whole image plus a ``tiles×tiles`` grid of overlapping squares, merged by weighted NMS; faces
 at the teacher's threshold are labels, those within 0.25 below it are ignored). Split: the WIDER events held back
 by ``split_by_event`` (``2--Demonstration``, ``6--Funeral``) are the test images; the other events, the fixtures
 and the seed images are trained on. Reports the student's AP against the teacher's labels and its keypoint error
-(mean distance over the face's size) on the held-back and the training images, with the curves that the Trainer
-writes (``OUT/log.csv``, ``OUT/losses.png``, ``OUT/val_ap.png``), to ``OUT/report.json`` and ``OUT/report.md``.
+(mean distance over the face's size) on the held-back and the training images, the student run with ``--tiling``
+(as a 128-pixel model is run on large photos; also on faces within the tiling's reach, and without tiling), with
+the curves that the Trainer writes (``OUT/log.csv``, ``OUT/losses.png``, ``OUT/val_ap.png``), to ``OUT/report.json`` and ``OUT/report.md``.
 """
 
 from __future__ import annotations
