@@ -1,6 +1,6 @@
 """Distillation: the paper's model trained from scratch on a teacher's pseudo-labels (boxes + 6 keypoints).
 
-    python benchmarks/train_distill.py [--teacher full_range] [--tiles 2] [--epochs 20] [--repeats 20]
+    python benchmarks/train_distill.py [--teacher full_range] [--tiles 2] [--epochs 36] [--repeats 20]
         [--zoom-prob 0.9] [--tiling auto] [--out runs/train_distill]
 
 Images: everything available here: ``wider_val_dev`` (135), the fixtures (4) and the seed images (3). The teacher
@@ -58,11 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--teacher", default="full_range")
     p.add_argument("--tiles", type=int, default=2)
     p.add_argument("--student", default="paper")
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=36)
     p.add_argument("--repeats", type=int, default=20, help="passes over the training images per epoch")
     p.add_argument("--zoom-prob", type=float, default=0.9, help="share of examples zoomed on one face")
     p.add_argument("--tiling", default="auto", help="student's tiling for evaluation and validation (auto, off)")
-    p.add_argument("--val-points", type=int, default=5, help="validations during training")
+    p.add_argument("--val-points", type=int, default=6, help="validations during training")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--threads", type=int, default=1)
