@@ -77,6 +77,9 @@ class TrainConfig:
     #: face sizes zooms aim for (``None``: 2 × the finest cell to the anchors' ``max_scale``).
     face_range: tuple[float, float] | None = None
     val_min_score: float = 0.05
+    #: validation runs the detector with this tiling (``"off"``: one whole-image letterbox, ``"auto"``: the
+    #: multi-scale tiles of :mod:`blazeface.tiling`, for small faces in large images such as WIDER's).
+    val_tiling: str = "off"
     val_every: int = 1
     cache_images: bool = False
     progress: bool = True
@@ -380,12 +383,13 @@ class Trainer:
 
     def validate(self, weights: str | Path | None = None, min_score: float | None = None) -> EvalReport:
         """AP of the current weights on the validation samples, through the real inference path
-        (:class:`~blazeface.FaceDetector` with the saved ``.safetensors``)."""
+        (:class:`~blazeface.FaceDetector` with the saved ``.safetensors`` and ``config.val_tiling``)."""
         from ..detector import FaceDetector
 
         weights = weights or self.save_weights(self.out / "last.safetensors")
         det = FaceDetector(self.model_config.name, device=self.device, weights=weights, backend="torch",
-                           min_score=self.config.val_min_score if min_score is None else min_score)
+                           min_score=self.config.val_min_score if min_score is None else min_score,
+                           tiling=self.config.val_tiling)
         return evaluate(det, self.val, self.val_images, progress=False)
 
     def fit(self) -> list[dict[str, float]]:
@@ -488,6 +492,11 @@ def add_train_parser(sub: Any) -> None:
     t.add_argument("--loss", default="ohem", choices=["ohem", "focal"], help="classification loss (default: ohem)")
     t.add_argument("--repeats", type=int, help="passes over the images per epoch " + both("repeats"))
     t.add_argument("--no-augment", action="store_true", help="no augmentation (whole-image letterbox only)")
+    t.add_argument("--zoom-prob", type=float, default=AugmentConfig.zoom_prob,
+                   help="share of examples zoomed on one face, sized for the model; raise it (e.g. 0.9) when most "
+                        "faces are far smaller than the input (default: %(default)g)")
+    t.add_argument("--val-tiling", default="off", choices=["off", "auto"],
+                   help="validate with tiled inference, for small faces in large images (default: off)")
     t.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     t.add_argument("--no-amp", action="store_true", help="no mixed precision on the GPU")
     t.add_argument("--workers", type=int, default=0, help="data loading processes (default: 0)")
@@ -531,7 +540,8 @@ def run_train(args: argparse.Namespace, stdout: TextIO) -> int:
         base, init=args.init, batch_size=args.batch_size, seed=args.seed, device=args.device, amp=not args.no_amp,
         threads=args.threads, workers=args.workers, cache_images=args.cache, progress=not args.quiet,
         loss=dataclasses.replace(base.loss, classification=args.loss, box_weight=box_weight),
-        augment=AugmentConfig.off() if args.no_augment else AugmentConfig(), **given,
+        augment=AugmentConfig.off() if args.no_augment else AugmentConfig(zoom_prob=args.zoom_prob),
+        val_tiling=args.val_tiling, **given,
     )
     try:
         trainer = Trainer(config, samples, val, out)
