@@ -198,8 +198,8 @@ def write_results(path: Path, rows, meta) -> None:
              f"`Detections` out), one image per call, the best of {meta['repeats']} calls per image, median over "
              f"{meta['time_images']} 1024-wide images, at 2 and 1 threads (a detector built for each: ONNX Runtime, "
              f"the default backend, fixes its threads when built); CPU `{meta['cpu']}`, "
-             f"{meta['cpus']} cores shared with other jobs (1-min load average {meta['load_avg_1min_at_end']:.1f} at "
-             "the end of the run), so times are inflated and noisy. PR curves: `benchmarks/pr_<model>.png`.", "",
+             f"{meta['cpus']} cores (1-min load average {meta['load_avg_1min_at_end']:.1f} at the end of the run; "
+             "on a shared machine times are inflated and noisy). PR curves: `benchmarks/pr_<model>.png`.", "",
              "| model | run | AP easy | AP medium | AP hard | WIDER-style easy | medium | hard "
              "| ms / image (2 threads / 1) (1-min load avg) | tiles |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
