@@ -34,3 +34,16 @@ def mediapipe_reference(dataset: str) -> dict:
 
 def dataset_images(dataset: str) -> Path:
     return shared(dataset, "images") if dataset == "wider_val_dev" else shared(dataset)
+
+
+def one_image_dataset(tmp_path: Path, example: str, box: list[int]) -> tuple[Path, Path]:
+    """A folder holding one example photo and a JSONL label file with one face ``box`` (x1, y1, x2, y2) on it."""
+    from PIL import Image
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    name = Path(example).with_suffix(".png").name
+    Image.open(EXAMPLES / example).convert("RGB").save(images / name)
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text(json.dumps({"path": name, "faces": [{"box": box}]}) + "\n")
+    return images, labels

@@ -42,7 +42,7 @@ from blazeface.train.data import FLIP_KEYPOINTS
 from blazeface.train.loss import anchor_cells
 from blazeface.train.synthetic import Paste, background, compose, samples_from_mediapipe_json
 
-from .conftest import EXAMPLES, shared
+from .conftest import EXAMPLES, one_image_dataset, shared
 
 
 @pytest.fixture(autouse=True)
@@ -273,11 +273,7 @@ def test_paper_model_from_scratch_reaches_ap_095_on_8_images(tmp_path):
 
 
 def test_resume_continues_the_run_and_the_cli_trains(tmp_path):
-    img = tmp_path / "imgs"
-    img.mkdir()
-    Image.open(EXAMPLES / "pillow_hopper.png").convert("RGB").save(img / "hopper.png")
-    labels = tmp_path / "labels.jsonl"
-    labels.write_text(json.dumps({"path": "hopper.png", "faces": [{"box": [39, 32, 87, 80]}]}) + "\n")
+    img, labels = one_image_dataset(tmp_path, "pillow_hopper.png", [39, 32, 87, 80])
     args = ["train", "--model", "paper", "--init", "scratch", "--data", str(labels), "--images", str(img),
             "--batch-size", "2", "--repeats", "2", "--threads", "1", "--quiet", "--out", str(tmp_path / "run"),
             "--val-data", str(labels), "--val-images", str(img)]
@@ -399,11 +395,7 @@ def test_fine_tune_recipe_saves_ema_weights_freezes_the_backbone_and_resumes(tmp
 
 
 def test_cli_fine_tuning_uses_the_recipe_and_its_overrides(tmp_path):
-    img = tmp_path / "imgs"
-    img.mkdir()
-    Image.open(EXAMPLES / "astronaut.png").convert("RGB").save(img / "astronaut.png")
-    labels = tmp_path / "labels.jsonl"
-    labels.write_text(json.dumps({"path": "astronaut.png", "faces": [{"box": [178, 83, 273, 178]}]}) + "\n")
+    img, labels = one_image_dataset(tmp_path, "astronaut.png", [178, 83, 273, 178])
     out = tmp_path / "run"
     assert main(["train", "--model", "full_range", "--init", "pretrained", "--data", str(labels), "--images", str(img),
                  "--epochs", "1", "--repeats", "2", "--batch-size", "2", "--ema-decay", "0.9", "--threads", "1",

@@ -13,7 +13,7 @@ from blazeface.cli import main
 from blazeface.train import TrainConfig, Trainer
 from blazeface.train.synthetic import Paste, background, compose, samples_from_mediapipe_json
 
-from .conftest import EXAMPLES, shared
+from .conftest import EXAMPLES, one_image_dataset, shared
 
 
 def test_validation_with_tiling_finds_small_faces_the_letterbox_misses(tmp_path):
@@ -40,11 +40,7 @@ def test_validation_with_tiling_finds_small_faces_the_letterbox_misses(tmp_path)
 
 
 def test_cli_passes_zoom_prob_and_val_tiling(tmp_path):
-    img = tmp_path / "imgs"
-    img.mkdir()
-    Image.open(EXAMPLES / "pillow_hopper.png").convert("RGB").save(img / "hopper.png")
-    labels = tmp_path / "labels.jsonl"
-    labels.write_text(json.dumps({"path": "hopper.png", "faces": [{"box": [39, 32, 87, 80]}]}) + "\n")
+    img, labels = one_image_dataset(tmp_path, "pillow_hopper.png", [39, 32, 87, 80])
     args = ["train", "--model", "paper", "--data", str(labels), "--images", str(img), "--val-data", str(labels),
             "--val-images", str(img), "--epochs", "1", "--batch-size", "2", "--repeats", "2", "--threads", "1",
             "--quiet", "--zoom-prob", "0.9", "--val-tiling", "auto", "--out", str(tmp_path / "run")]
