@@ -112,11 +112,16 @@ def letterbox_batch(images: list[torch.Tensor], size: int, regions: list[Letterb
     return torch.stack(out), boxes
 
 
-def _axis_taps(length: int, out: int, start: float, step: float) -> tuple[np.ndarray, ...]:
-    coord = np.arange(out, dtype=np.float64) * step + start
-    fixed = np.round(coord * INTER_TAB_SIZE).astype(np.int64)
+def _fixed_point(out: int, start: float, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """Source coordinates ``start + j * step`` of ``out`` tensor pixels rounded to 1/32 pixel: the integer left tap
+    and the fraction in 32nds (``int64[out]`` each)."""
+    fixed = np.round((np.arange(out, dtype=np.float64) * step + start) * INTER_TAB_SIZE).astype(np.int64)
     idx = np.floor_divide(fixed, INTER_TAB_SIZE)
-    frac = fixed - idx * INTER_TAB_SIZE
+    return idx, fixed - idx * INTER_TAB_SIZE
+
+
+def _axis_taps(length: int, out: int, start: float, step: float) -> tuple[np.ndarray, ...]:
+    idx, frac = _fixed_point(out, start, step)
     w0 = (INTER_TAB_SIZE - frac) * ((idx >= 0) & (idx < length))
     w1 = frac * ((idx + 1 >= 0) & (idx + 1 < length))
     return np.clip(idx, 0, length - 1), np.clip(idx + 1, 0, length - 1), w0, w1
@@ -142,14 +147,8 @@ def remap_tables(box: Letterbox) -> tuple[np.ndarray, np.ndarray]:
     top-left tap and ``uint16[S, S]`` interpolation-table index ``fy * 32 + fx`` (the same 1/32 fractions as
     :func:`sampling_table`); cached per :class:`Letterbox`."""
     step = box.side / box.size
-
-    def axis(start: float) -> tuple[np.ndarray, np.ndarray]:
-        fixed = np.round((np.arange(box.size, dtype=np.float64) * step + start) * INTER_TAB_SIZE).astype(np.int64)
-        idx = np.floor_divide(fixed, INTER_TAB_SIZE)
-        return idx, fixed - idx * INTER_TAB_SIZE
-
-    xi, fx = axis(box.x0)
-    yi, fy = axis(box.y0)
+    xi, fx = _fixed_point(box.size, box.x0, step)
+    yi, fy = _fixed_point(box.size, box.y0, step)
     xy = np.empty((box.size, box.size, 2), dtype=np.int16)
     xy[..., 0] = np.clip(xi, -_INT16_LIMIT, _INT16_LIMIT)[None, :]  # beyond the image either way: zeros
     xy[..., 1] = np.clip(yi, -_INT16_LIMIT, _INT16_LIMIT)[:, None]
