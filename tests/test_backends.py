@@ -6,9 +6,10 @@ import torch
 
 from blazeface import FaceDetector
 from blazeface.inference import OnnxRuntimeBackend, TorchBackend, available_backends, make_backend
+from blazeface.inference.nchwc import AlignedBlock, align_channels, nchwc_block_size
 from blazeface.io import read_image
 from blazeface.preprocess import Letterbox, letterbox, letterbox_numpy
-from blazeface.registry import create_model
+from blazeface.registry import create_model, list_models
 
 from .conftest import EXAMPLES, shared, tflite_model
 
@@ -34,6 +35,37 @@ def test_raw_outputs_agree_across_backends(model, tmp_path, monkeypatch):
     assert (reg - ref_reg).abs().max() <= 1e-3
     # A second backend for the same weights reuses the cached file.
     assert OnnxRuntimeBackend(create_model(model)).model_path == ort.model_path
+
+
+@pytest.mark.parametrize("multiple", [8, 16])
+@pytest.mark.parametrize("model", list_models())
+def test_channel_aligned_network_computes_the_same_function(model, multiple):
+    torch.manual_seed(0)
+    net = create_model(model, pretrained=False)  # random weights and biases: the added channels must stay zero
+    aligned = align_channels(net, multiple)
+    blocks = [m for m in aligned.modules() if isinstance(m, AlignedBlock)]
+    assert len(blocks) == sum(1 for _ in net.spec.blocks) + sum(s.blocks for s in net.spec.fpn)
+    for block in blocks:  # every tensor between blocks is a whole number of channel blocks
+        assert block.out_channels % multiple == 0 and block.dw1[-1].in_channels % multiple == 0
+    x = torch.rand(2, 3, net.input_size, net.input_size) * 2 - 1
+    with torch.no_grad():
+        ref, got = net(x), aligned(x)
+    for a, b in zip(ref, got):
+        assert a.shape == b.shape
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-5)
+
+
+def test_onnxruntime_graph_has_no_channel_pad(tmp_path, monkeypatch):
+    import onnx
+
+    monkeypatch.setenv("BLAZEFACE_CACHE", str(tmp_path))
+    net = create_model("short_range")
+    ops = [n.op_type for n in onnx.load(OnnxRuntimeBackend(net).model_path).graph.node]
+    # 11 channel pads before. With 8-channel blocks (AVX2) 28, 36 and 42 round up to 32, 40 and 48, so 9 blocks still
+    # widen and split; with 16 (AVX-512) 24 rounds up to 32 too and 4 blocks widen (36→48, 56→64, 72→80, 88→96).
+    block = nchwc_block_size()
+    splits = sum(b.split for b in align_channels(net, block).blocks)
+    assert "Pad" not in ops and splits == {8: 9, 16: 4}[block] and ops.count("Concat") == splits + 2  # + heads' concats
 
 
 def test_auto_backend_and_errors():

@@ -13,8 +13,10 @@ from typing import Literal, Protocol
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..nn.blazenet import BlazeNet
+from .nchwc import align_channels, nchwc_block_size
 
 BackendName = Literal["auto", "torch", "onnxruntime"]
 
@@ -68,9 +70,10 @@ def _state_digest(net: BlazeNet) -> str:
     return h.hexdigest()[:16]
 
 
-def export_onnx(net: BlazeNet, path: str | Path) -> Path:
-    """Export the raw network to ONNX with a dynamic batch (:func:`blazeface.export.onnx_export.export_raw_onnx`),
-    written atomically so that concurrent processes never read a half-written file."""
+def export_onnx(net: nn.Module, path: str | Path) -> Path:
+    """Export the raw network (a :class:`BlazeNet` or its :class:`~blazeface.inference.nchwc.AlignedBlazeNet`) to ONNX
+    with a dynamic batch (:func:`blazeface.export.onnx_export.export_raw_onnx`), written atomically so that
+    concurrent processes never read a half-written file."""
     from ..export.onnx_export import export_raw_onnx, save_onnx
 
     path = Path(path)
@@ -78,7 +81,7 @@ def export_onnx(net: BlazeNet, path: str | Path) -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
     os.close(fd)
     try:
-        save_onnx(export_raw_onnx(net.cpu().eval(), net.input_size), tmp)
+        save_onnx(export_raw_onnx(net.cpu().eval(), int(net.input_size)), tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -104,7 +107,9 @@ def ort_session(path: str | Path, threads: int | None = None, spin: bool = False
 
 class OnnxRuntimeBackend:
     """ONNX Runtime on the CPU. The network is exported once and cached in ``$BLAZEFACE_CACHE``
-    (default ``~/.cache/blazeface/onnx``), keyed by architecture and weights.
+    (default ``~/.cache/blazeface/onnx``), keyed by architecture, weights and channel block: as an
+    :class:`~blazeface.inference.nchwc.AlignedBlazeNet`, the same function with channel counts that ONNX Runtime's
+    blocked kernels run without reordering (short range: network 25% faster at 2 threads).
 
     One image (or up to ``chunk``) runs with ``threads`` intra-op threads, which spin between the layers'
     parallel sections (``spin=True``: waking a sleeping thread for each of ~70 small layers costs more than the
@@ -120,9 +125,10 @@ class OnnxRuntimeBackend:
                  spin: bool = True, chunk: int = 2) -> None:
         self.device = torch.device("cpu")
         if model_path is None:
-            model_path = _cache_dir() / f"{type(net).__name__}-{_state_digest(net)}.onnx"
+            block = nchwc_block_size()
+            model_path = _cache_dir() / f"{type(net).__name__}-{_state_digest(net)}-nchwc{block}.onnx"
             if not Path(model_path).is_file():
-                export_onnx(net, model_path)
+                export_onnx(align_channels(net, block), model_path)
         self.model_path = Path(model_path)
         self.threads = max(1, threads or torch.get_num_threads())
         self.spin = spin
