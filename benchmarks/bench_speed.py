@@ -35,15 +35,20 @@ SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT / "src"))
 
 
-def median_ms(fn, repeat: int, warmup: int = 10) -> float:
+def timed(fn, count: int, warmup: int = 1) -> list[float]:
+    """Seconds of each of ``count`` calls of ``fn`` (after ``warmup`` untimed ones)."""
     for _ in range(warmup):
         fn()
     times = []
-    for _ in range(repeat):
+    for _ in range(count):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1e3
+    return times
+
+
+def median_ms(fn, repeat: int, warmup: int = 10) -> float:
+    return statistics.median(timed(fn, repeat, warmup)) * 1e3
 
 
 def make_images(tmp: Path) -> dict[str, Path]:
@@ -96,16 +101,65 @@ print(json.dumps({{"images": n, "images_per_s": n / (t1 - t0), "cpu_busy": cpu /
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def mediapipe_peer(python: str | None, images: list[Path], repeat: int) -> dict | None:
+class MediaPipePeer:
+    """MediaPipe's pipeline in a side Python (``mediapipe_peer.py --serve``): :meth:`times` runs one image
+    ``count`` times there and returns the latencies, so that its blocks interleave with ours."""
+
+    def __init__(self, python: str, images: list[Path]) -> None:
+        cmd = [python, str(ROOT / "benchmarks" / "mediapipe_peer.py"), "--serve", *map(str, images)]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.version = json.loads(self._line())["ready"]
+
+    def _line(self) -> str:
+        line = self.proc.stdout.readline()  # type: ignore[union-attr]
+        if not line:
+            raise RuntimeError("the MediaPipe peer exited (is mediapipe==0.10.14 installed in that Python?)")
+        return line
+
+    def times(self, index: int, count: int) -> list[float]:
+        self.proc.stdin.write(f"{index} {count}\n")  # type: ignore[union-attr]
+        self.proc.stdin.flush()  # type: ignore[union-attr]
+        return json.loads(self._line())
+
+    def close(self) -> None:
+        self.proc.stdin.close()  # type: ignore[union-attr]
+        self.proc.wait(timeout=60)
+
+
+def start_mediapipe(python: str | None, images: list[Path]) -> MediaPipePeer | None:
     if not python:
         return None
-    cmd = [python, str(ROOT / "benchmarks" / "mediapipe_peer.py"), "--repeat", str(repeat), *map(str, images)]
     try:
-        res = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=600)
-    except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        return MediaPipePeer(python, images)
+    except (OSError, RuntimeError, ValueError) as exc:
         print(f"MediaPipe peer failed: {exc}", file=sys.stderr)
         return None
-    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def interleaved(contenders: dict, peer: MediaPipePeer | None, index: int, repeat: int, rounds: int = 10) -> dict:
+    """Latencies of one image, in ``rounds`` rounds of ``repeat // rounds`` runs: MediaPipe's block, then each
+    contender's, round after round, so that a drift of the machine's speed hits every side alike. Returns the median
+    ms per side and, with MediaPipe, the per-round ratios of the best contender to MediaPipe."""
+    per_round = max(5, repeat // rounds)
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    peer_samples: list[float] = []
+    round_ratios = []
+    for _ in range(rounds):
+        if peer is not None:
+            block = peer.times(index, per_round)
+            peer_samples += block
+        medians = {}
+        for name, fn in contenders.items():
+            got = timed(fn, per_round)
+            samples[name] += got
+            medians[name] = statistics.median(got)
+        if peer is not None:
+            round_ratios.append(min(medians.values()) / statistics.median(block))
+    out = {"ms": {name: statistics.median(v) * 1e3 for name, v in samples.items()}}
+    if peer is not None:
+        out["mediapipe_ms"] = statistics.median(peer_samples) * 1e3
+        out["round_ratios"] = round_ratios
+    return out
 
 
 def tflite_peer(threads: int, repeat: int) -> dict:
@@ -152,13 +206,21 @@ def main() -> None:
     if tflite_file.is_file():  # our pipeline with MediaPipe's own network file in LiteRT (XNNPACK)
         detectors["litert file"] = FaceDetector(str(tflite_file), device="cpu", threads=args.threads, batch_size=64)
 
-    # Peers first, then ours, then MediaPipe again: the machine is shared, so interleave.
-    mp1 = mediapipe_peer(args.mediapipe_python, list(images.values()), args.repeat)
+    # One image: MediaPipe's blocks and ours alternate (the machine is shared and its speed drifts).
+    peer = start_mediapipe(args.mediapipe_python, list(images.values()))
     tfl = tflite_peer(args.threads, args.repeat)
-    for name, arr in arrays.items():
-        case = results["cases"].setdefault(name, {})
-        for b, det in detectors.items():
-            case[b] = median_ms(lambda: det(arr), args.repeat)
+    mediapipe = {}
+    for index, (name, arr) in enumerate(arrays.items()):
+        run = interleaved({b: (lambda det=det, arr=arr: det(arr)) for b, det in detectors.items()}, peer, index,
+                          args.repeat)
+        results["cases"][name] = run["ms"]
+        if peer is not None:
+            mediapipe[name] = run["mediapipe_ms"]
+            results.setdefault("round_ratios", {})[name] = run["round_ratios"]
+    if peer is not None:
+        results["mediapipe"] = mediapipe
+        results["mediapipe_version"] = peer.version
+        peer.close()
     # Where one image's time goes (default backend): letterbox, network, decoding + NMS, each alone.
     det = detectors[backends[0]]
     arr = arrays["1280x720"]
@@ -175,13 +237,9 @@ def main() -> None:
     for b, det in detectors.items():
         ms = median_ms(lambda: det(batch), max(10, args.repeat // 20), warmup=2)
         case[b] = 64e3 / ms  # images/s
-    mp2 = mediapipe_peer(args.mediapipe_python, list(images.values()), args.repeat)
     tfl2 = tflite_peer(args.threads, args.repeat)
     tfl_ms = min(tfl["median_ms"], tfl2["median_ms"])
     results["tflite_bare_network"] = {"median_ms": tfl_ms, "images_per_s": 1e3 / tfl_ms}
-    if mp1 and mp2:
-        results["mediapipe"] = {c["image"].split("/")[-1].split(".")[0]: min(a["median_ms"], c["median_ms"])
-                                for a, c in zip(mp1["cases"], mp2["cases"])}
     # Folder of JPEGs, in fresh processes so peak RSS belongs to the run.
     small = make_folder(tmp, 100)
     big = make_folder(tmp, args.folder_size)
@@ -222,7 +280,9 @@ def write_results(r: dict) -> None:
         "",
         f"`python benchmarks/bench_speed.py --mediapipe-python PATH --write`, commit `{m['commit']}`, {m['date']}, "
         f"{m['machine']}, {r['threads']} threads, torch {m['torch']}, load average at the end {m['load_average']:.2f}. "
-        "Medians; every peer ran in the same run (MediaPipe before and after ours, its better number kept). "
+        "Medians; every peer ran in the same run. One image: ten rounds, each a block of MediaPipe's runs then a "
+        "block of each of ours, so that the machine's drifting speed hits every side alike (the ratio column also "
+        "gives the range of the ten per-round ratios). "
         "*litert file* = this package's pipeline (letterbox, decoding, NMS, batching) running MediaPipe's own "
         "`face_detection_short_range.tflite` in LiteRT, `FaceDetector(path)`.",
         "",
@@ -233,8 +293,9 @@ def write_results(r: dict) -> None:
         case = r["cases"][name]
         best = min(case.values())
         peer = mp.get(name)
+        rr = r.get("round_ratios", {}).get(name) or [best / peer] if peer else []
         lines.append(f"| one {name} image, end to end (ms) | " + " | ".join(f"{v:.2f}" for v in case.values())
-                     + f" | {peer:.2f} | {best / peer:.2f} |" if peer else
+                     + f" | {peer:.2f} | {best / peer:.2f} ({min(rr):.2f}–{max(rr):.2f}) |" if peer else
                      f"| one {name} image, end to end (ms) | " + " | ".join(f"{v:.2f}" for v in case.values()) + " | – | – |")
     st = r.get("stages_1280x720")
     if st and mp.get("1280x720"):
