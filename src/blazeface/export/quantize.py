@@ -168,7 +168,7 @@ def integer_pads(model: Any) -> int:
 
 def quantize_onnx(float_path: str | Path, out_path: str | Path, images: torch.Tensor,
                   weight_type: str = "uint8", calibrate: str = "percentile", percentile: float = 99.99,
-                  quant_format: str = "qdq", reduce_range: bool | None = None) -> Path:
+                  quant_format: str = "qdq", reduce_range: bool | None = None, int_pads: bool = True) -> Path:
     """ONNX Runtime static 8-bit (QDQ), per-channel weights, calibrated on ``images [N, 3, S, S]``.
 
     Activation ranges: by default the ``percentile`` of all calibration values per tensor (outliers
@@ -181,7 +181,7 @@ def quantize_onnx(float_path: str | Path, out_path: str | Path, images: torch.Te
     and wider_val_dev, ``"uint8"`` keeps more faces identical to float. The head convolutions run in
     float with int8-stored weights. ``quant_format="qoperator"`` writes ORT's fused ``QLinear*`` nodes
     instead of QDQ pairs; ``reduce_range`` (default: for ``"int8"`` weights) stores weights in 7 bits.
-    The QDQ channel pads of the residuals run in 8 bits (:func:`integer_pads`).
+    The QDQ channel pads of the residuals run in 8 bits (:func:`integer_pads`; ``int_pads=False``: in float).
     """
     try:
         import onnx
@@ -221,7 +221,8 @@ def quantize_onnx(float_path: str | Path, out_path: str | Path, images: torch.Te
         model = onnx.load(str(qtmp))
     producer = {o: n for n in model.graph.node for o in n.output}
     _weights_only_int8(model, {n for n in heads if n in {p.name for p in producer.values()}})
-    integer_pads(model)
+    if int_pads:
+        integer_pads(model)
     onnx.checker.check_model(model)
     out_path = Path(out_path)
     onnx.save_model(model, str(out_path))
