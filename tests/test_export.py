@@ -350,3 +350,10 @@ def test_cli_export_refuses_bad_combinations(tmp_path, capsys):
     assert "ONNX only" in capsys.readouterr().err
     assert main(["export", "short_range", "-o", str(tmp_path / "x.bin")]) == 1
     assert "unknown export format" in capsys.readouterr().err
+
+
+def test_onnx_int8_options_need_an_int8_onnx_export(tmp_path):
+    with pytest.raises(ValueError, match="onnx_int8"):
+        export_model("short_range", "onnx", tmp_path / "x.onnx", onnx_int8={"quant_format": "qoperator"})
+    with pytest.raises(ValueError, match="onnx_int8"):
+        export_model("short_range", "torchscript", tmp_path / "x.pt", int8=True, onnx_int8={})
