@@ -217,6 +217,10 @@ def test_int8_tflite_runs_the_backbone_in_int8(exported):
     assert all(g.tensors[op.inputs[1]].quant_scale is not None and len(g.tensors[op.inputs[1]].quant_scale) > 1
                for op in int8)
     assert all(g.tensors[t].dtype == 0 for t in list(g.inputs) + list(g.outputs))
+    head_weights = [g.tensors[op.inputs[0]] for op in g.operators if op.type == "DEQUANTIZE"
+                    and g.tensors[op.inputs[0]].data is not None]
+    assert len(head_weights) == 4 and all(t.dtype == 9 and len(t.quant_scale) > 1 for t in head_weights)
+    assert sum(len(t.data) for t in g.tensors if t.data is not None) <= 130_000  # the weight budget
     x = _inputs(128)
     _, logits = load_backend(exported("short_range:tflite_int8"))(x)
     with torch.inference_mode():
