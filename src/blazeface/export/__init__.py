@@ -119,7 +119,8 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
     if int8:
         assert quant is not None
         quant.update({"runtime": "LiteRT full-integer (XNNPACK QS8)", "activations": "int8 per tensor (99.95th percentile per image)",
-                      "weights": "int8 per output channel (symmetric)", "head_convs": "float", "io": "float32"})
+                      "weights": "int8 per output channel (symmetric)", "head_convs": "float compute, int8 weights",
+                      "io": "float32"})
     outputs = ["regressors", "logits"]
     if split_heads:
         outputs = [f"{kind}_{i}" for i in range(len(config.net.heads)) for kind in ("regressors", "logits")]

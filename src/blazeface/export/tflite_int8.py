@@ -7,7 +7,8 @@ channel, biases int32. Ops that move values without arithmetic (``PAD``, ``MAX_P
 and output, as XNNPACK's QS8 kernels require, so the whole backbone runs in XNNPACK's int8 path with no
 float round trip. The heads (the ops from the last 1×1 convolutions to the outputs) stay float after a
 ``DEQUANTIZE``: logits span [-2000, 20] over padding anchors and regressors ±300 px, both too wide for
-one int8 scale. Input and outputs stay float32 (a ``QUANTIZE`` op follows the input).
+one int8 scale; their weights are stored int8 per output channel behind a constant ``DEQUANTIZE``.
+Input and outputs stay float32 (a ``QUANTIZE`` op follows the input).
 """
 
 from __future__ import annotations
