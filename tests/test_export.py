@@ -217,6 +217,10 @@ def test_int8_tflite_runs_the_backbone_in_int8(exported):
     assert all(g.tensors[op.inputs[1]].quant_scale is not None and len(g.tensors[op.inputs[1]].quant_scale) > 1
                for op in int8)
     assert all(g.tensors[t].dtype == 0 for t in list(g.inputs) + list(g.outputs))
+    head_weights = [g.tensors[op.inputs[0]] for op in g.operators if op.type == "DEQUANTIZE"
+                    and g.tensors[op.inputs[0]].data is not None]
+    assert len(head_weights) == 4 and all(t.dtype == 9 and len(t.quant_scale) > 1 for t in head_weights)
+    assert sum(len(t.data) for t in g.tensors if t.data is not None) <= 130_000  # the issue's weight budget
     x = _inputs(128)
     _, logits = load_backend(exported("short_range:tflite_int8"))(x)
     with torch.inference_mode():
@@ -233,6 +237,50 @@ def test_int8_onnx_weights_are_small(exported):
     weight_bytes = sum(numpy_helper.to_array(i).nbytes for i in model.graph.initializer)
     assert weight_bytes <= 130_000
     assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in model.graph.node}
+
+
+def test_int8_onnx_pads_run_in_8_bits(exported):
+    """No residual channel pad runs in float between a DequantizeLinear and a QuantizeLinear."""
+    import onnx
+
+    model = onnx.load(str(exported("short_range:onnx_int8")))
+    producer = {o: n.op_type for n in model.graph.node for o in n.output}
+    pads = [n for n in model.graph.node if n.op_type == "Pad"]
+    assert len(pads) == 11  # one per residual block that widens its channels
+    assert all(producer.get(n.input[0]) != "DequantizeLinear" and len(n.input) == 3 for n in pads)
+
+
+def test_integer_pads_is_the_same_function():
+    """Q → DQ → Pad(channels) → Q → DQ gives the same values as Q → Pad(uint8, zero point) → DQ, and zeros in the pad."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from blazeface.export.quantize import integer_pads
+
+    def c(name, value):
+        return numpy_helper.from_array(np.asarray(value), name)
+
+    inits = [c("s", np.float32(0.05)), c("z", np.uint8(128)), c("pads", np.array([0, 0, 0, 0, 0, 3, 0, 0], np.int64))]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+             helper.make_node("Pad", ["xd", "pads"], ["p"], name="pad"),
+             helper.make_node("QuantizeLinear", ["p", "s", "z"], ["pq"]),
+             helper.make_node("DequantizeLinear", ["pq", "s", "z"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5, 4, 4])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    x = np.random.default_rng(0).uniform(-6, 6, (1, 2, 4, 4)).astype(np.float32)
+
+    def run(m):
+        return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+    before = run(model)
+    assert integer_pads(model) == 1
+    assert [n.op_type for n in model.graph.node] == ["QuantizeLinear", "Pad", "DequantizeLinear"]
+    after = run(model)
+    np.testing.assert_array_equal(after, before)
+    assert np.all(after[:, 2:] == 0) and np.abs(after[:, :2] - x).max() <= 0.025 + 1e-6
 
 
 def test_tflite_backend_runs_mediapipe_files():
@@ -306,3 +354,10 @@ def test_cli_export_refuses_bad_combinations(tmp_path, capsys):
     assert "ONNX only" in capsys.readouterr().err
     assert main(["export", "short_range", "-o", str(tmp_path / "x.bin")]) == 1
     assert "unknown export format" in capsys.readouterr().err
+
+
+def test_onnx_int8_options_need_an_int8_onnx_export(tmp_path):
+    with pytest.raises(ValueError, match="onnx_int8"):
+        export_model("short_range", "onnx", tmp_path / "x.onnx", onnx_int8={"quant_format": "qoperator"})
+    with pytest.raises(ValueError, match="onnx_int8"):
+        export_model("short_range", "torchscript", tmp_path / "x.pt", int8=True, onnx_int8={})

@@ -28,7 +28,7 @@ _SUFFIX_FORMATS = {".onnx": "onnx", ".tflite": "tflite", ".pt": "torchscript", "
 def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool = False,
                  calibration: str | Path | None = None, with_postprocess: bool = False, split_heads: bool = False,
                  weights: str | Path | None = None, max_detections: int = 100, nms: str = "weighted",
-                 augment: bool = True) -> Path:
+                 augment: bool = True, onnx_int8: dict[str, Any] | None = None) -> Path:
     """Export registered ``model`` as ``fmt`` (``None``: from ``output``'s suffix) to ``output``.
 
     Args:
@@ -38,6 +38,8 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
             ``keypoints``, ``scores``, ``batch_index``).
         split_heads: TFLite only: per-head outputs (the vendor layout) instead of concatenated ones.
         weights: a ``.safetensors`` file instead of the shipped weights (needed for ``front_2019``).
+        onnx_int8: keyword arguments for :func:`~blazeface.export.quantize.quantize_onnx` (ONNX int8 only), e.g.
+            ``{"weight_type": "int8", "quant_format": "qoperator"}``.
     """
     output = Path(output)
     fmt = fmt or _SUFFIX_FORMATS.get(output.suffix.lower())
@@ -45,6 +47,8 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
         raise ValueError(f"unknown export format {fmt!r} for {output}; expected one of {', '.join(FORMATS)}")
     if with_postprocess and fmt != "onnx":
         raise ValueError("--with-postprocess is implemented for ONNX only")
+    if onnx_int8 is not None and not (int8 and fmt == "onnx"):
+        raise ValueError("onnx_int8 options need int8=True and the ONNX format")
     if split_heads and fmt != "tflite":
         raise ValueError("--split-heads is implemented for TFLite only")
     config = get_config(model)
@@ -75,10 +79,14 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
             assert images is not None and quant is not None
             with tempfile.TemporaryDirectory() as tmp:
                 fp = save_onnx(model_proto, Path(tmp) / "float.onnx")
-                quantize_onnx(fp, Path(tmp) / "int8.onnx", images)
+                opts = dict(onnx_int8 or {})
+                quantize_onnx(fp, Path(tmp) / "int8.onnx", images, **opts)
                 model_proto = onnx.load(str(Path(tmp) / "int8.onnx"))
-            quant.update({"runtime": "onnxruntime QDQ", "activations": "uint8 per tensor (99.99th percentile ranges)",
-                          "weights": "uint8 per output channel (asymmetric)",
+            signed = opts.get("weight_type", "uint8") != "uint8"
+            quant.update({"runtime": f"onnxruntime {'QOperator' if opts.get('quant_format') == 'qoperator' else 'QDQ'}",
+                          "activations": "uint8 per tensor (99.99th percentile ranges)",
+                          "weights": ("int8 per output channel (symmetric" + (", 7 bits)" if opts.get("reduce_range", True) else ")")
+                                      if signed else "uint8 per output channel (asymmetric)"),
                           "head_convs": "float compute, int8 weights"})
         post = None
         if with_postprocess:
@@ -111,7 +119,8 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
     if int8:
         assert quant is not None
         quant.update({"runtime": "LiteRT full-integer (XNNPACK QS8)", "activations": "int8 per tensor (99.95th percentile per image)",
-                      "weights": "int8 per output channel (symmetric)", "head_convs": "float", "io": "float32"})
+                      "weights": "int8 per output channel (symmetric)", "head_convs": "float compute, int8 weights",
+                      "io": "float32"})
     outputs = ["regressors", "logits"]
     if split_heads:
         outputs = [f"{kind}_{i}" for i in range(len(config.net.heads)) for kind in ("regressors", "logits")]

@@ -7,7 +7,8 @@ channel, biases int32. Ops that move values without arithmetic (``PAD``, ``MAX_P
 and output, as XNNPACK's QS8 kernels require, so the whole backbone runs in XNNPACK's int8 path with no
 float round trip. The heads (the ops from the last 1×1 convolutions to the outputs) stay float after a
 ``DEQUANTIZE``: logits span [-2000, 20] over padding anchors and regressors ±300 px, both too wide for
-one int8 scale. Input and outputs stay float32 (a ``QUANTIZE`` op follows the input).
+one int8 scale; their weights are stored int8 per output channel behind a constant ``DEQUANTIZE``.
+Input and outputs stay float32 (a ``QUANTIZE`` op follows the input).
 """
 
 from __future__ import annotations
@@ -107,6 +108,15 @@ def _qparams(lo: float, hi: float) -> tuple[float, int]:
     return float(scale), zero
 
 
+def _per_channel_int8(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 weights per channel along ``axis``: ``(int8 values, float32 scales)``."""
+    wmax = np.abs(np.moveaxis(w, axis, 0)).reshape(w.shape[axis], -1).max(1)
+    scale = np.where(wmax > 0, wmax / 127.0, 1.0).astype(np.float32)
+    shape = [1] * w.ndim
+    shape[axis] = -1
+    return np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8), scale
+
+
 def quantize_tflite(data: bytes, images: Iterable[np.ndarray], percentile: float | None = PERCENTILE) -> bytes:
     """The float BlazeFace ``.tflite`` ``data`` as a full-integer int8 model (float I/O, float heads).
 
@@ -173,12 +183,9 @@ def quantize_tflite(data: bytes, images: Iterable[np.ndarray], percentile: float
         w_t, b_t = tensors[op.inputs[1]], tensors[op.inputs[2]]
         w = np.frombuffer(bytes(model.buffers[w_t.buffer].data), np.float32).reshape(w_t.shape)
         axis = 0 if kind == "CONV_2D" else 3
-        wmax = np.abs(np.moveaxis(w, axis, 0)).reshape(w.shape[axis], -1).max(1)
-        w_scale = np.where(wmax > 0, wmax / 127.0, 1.0).astype(np.float32)
-        shape = [1] * w.ndim
-        shape[axis] = -1
+        w_q, w_scale = _per_channel_int8(w, axis)
         w_t.type = schema.TensorType.INT8
-        set_buffer(w_t, np.clip(np.round(w / w_scale.reshape(shape)), -127, 127).astype(np.int8))
+        set_buffer(w_t, w_q)
         set_quant(w_t, w_scale.tolist(), [0] * len(w_scale), axis)
         b = np.frombuffer(bytes(model.buffers[b_t.buffer].data), np.float32)
         b_scale = (act_q[op.inputs[0]][0] * w_scale.astype(np.float64))
@@ -200,6 +207,27 @@ def quantize_tflite(data: bytes, images: Iterable[np.ndarray], percentile: float
 
     for op in g.operators:
         opcode(_code(model, op, names))
+
+    # head convolutions: float compute on weights stored int8 per output channel behind a constant DEQUANTIZE
+    # (evaluated once when the interpreter is prepared)
+    head_weights: dict[int, int] = {}
+    for i in heads:
+        op = g.operators[i]
+        if _code(model, op, names) != "CONV_2D" or op.inputs[1] not in const:
+            continue
+        w_t = tensors[op.inputs[1]]
+        w_q, w_scale = _per_channel_int8(np.frombuffer(bytes(model.buffers[w_t.buffer].data), np.float32)
+                                         .reshape(w_t.shape), 0)
+        buf = schema.BufferT()
+        buf.data = np.frombuffer(w_q.tobytes(), np.uint8)
+        model.buffers.append(buf)
+        q_t = schema.TensorT()
+        q_t.shape, q_t.name, q_t.type, q_t.buffer = list(w_t.shape), _name(w_t) + "_int8", schema.TensorType.INT8, len(model.buffers) - 1
+        set_quant(q_t, w_scale.tolist(), [0] * len(w_scale), 0)
+        tensors.append(q_t)
+        model.buffers[w_t.buffer].data = None
+        w_t.buffer = 0
+        head_weights[i] = len(tensors) - 1
 
     def new_tensor(like: Any, name: str, dtype: int) -> int:
         t = schema.TensorT()
@@ -225,6 +253,9 @@ def quantize_tflite(data: bytes, images: Iterable[np.ndarray], percentile: float
             ops.append(convert_op("QUANTIZE", f, t))
             g.inputs[k] = f
     for i, op in enumerate(g.operators):
+        if i in head_weights:
+            ops.append(convert_op("DEQUANTIZE", head_weights[i], op.inputs[1]))
+            model.operatorCodes[ops[-1].opcodeIndex].version = 5  # per-channel int8 input
         if i in heads:
             for j, t in enumerate(op.inputs):
                 if t in quantized:
