@@ -95,7 +95,9 @@ class TileConfig:
         tile_nms: suppression within each tile (``"hard"``: the best candidate of a cluster as it is;
             ``"weighted"``: MediaPipe's blend); the merge across tiles is the detector's own NMS.
         small_face_pixels: a detection whose longer side is below this many network-input pixels in its tile
-            has its score multiplied by ``sqrt(size / small_face_pixels)``; ``None``: scores as detected.
+            has its score multiplied by ``sqrt(size / small_face_pixels)``; ``None``: scores as detected. The
+            detector's ``min_score`` applies to the network's score, before this scaling (a ranking adjustment:
+            small faces that pass it are kept, with their lower score).
     """
 
     min_face: float | None = None
