@@ -289,12 +289,12 @@ class FaceDetector:
 
     def postprocess(self, regressors: torch.Tensor | np.ndarray, logits: torch.Tensor | np.ndarray,
                     letterboxes: Sequence[Letterbox], paths: Sequence[str | None] | None = None,
-                    max_candidates: int | None = None) -> list[Detections]:
+                    max_candidates: int | None = None, nms: NMSMode | None = None) -> list[Detections]:
         """Decode raw outputs ``[B, A, 16]`` / ``[B, A, 1]`` (tensors, or numpy arrays), threshold, suppress, and map
         to image pixels.
 
         ``max_candidates`` keeps only that many best-scoring candidates per image before NMS (bounds the
-        work at low thresholds).
+        work at low thresholds); ``nms`` overrides the detector's NMS mode (tiles use their own).
 
         Only anchors whose logit passes a slightly lower bound are decoded (batched, one ``nonzero``);
         the exact MediaPipe test ``sigmoid(clip(logit)) >= min_score`` is then applied to those.
@@ -315,7 +315,7 @@ class FaceDetector:
             if max_candidates is not None and int(k.sum()) > max_candidates:
                 idx = _flatnonzero(k)
                 k = idx[argsort_desc(scores[idx])[:max_candidates]]
-            sup = non_max_suppression(boxes[k], scores[k], keypoints[k], self.min_suppression, self.nms,
+            sup = non_max_suppression(boxes[k], scores[k], keypoints[k], self.min_suppression, nms or self.nms,
                                       self.max_faces)
             xyxy = box.to_image(sup.boxes.reshape(-1, 2, 2)).reshape(-1, 4)
             out.append(Detections(_to_numpy(xyxy), _to_numpy(sup.scores), _to_numpy(box.to_image(sup.keypoints)),

@@ -14,8 +14,13 @@ for every model. Tiling looks at the image through an image pyramid of overlappi
   tile: it is dropped, because the neighbouring tile (or the coarser level) sees the whole face. Faces cut by
   the image's own edge are kept.
 * All tiles of all levels run as batches through the network (each tile is a :class:`~blazeface.preprocess.Letterbox`
-  region, resampled as MediaPipe resamples); each tile is suppressed with weighted NMS as usual, then the
-  survivors of every tile and level are merged by one more weighted NMS (MediaPipe's blending) in image pixels.
+  region, resampled as MediaPipe resamples); each tile is suppressed with *hard* NMS (``TileConfig.tile_nms``:
+  at evaluation thresholds a tile's clusters hold many weak, shifted candidates that drag a blended box off the
+  face), then the survivors of every tile and level are merged by one weighted NMS (MediaPipe's blending, the
+  detector's own mode) in image pixels.
+* A face smaller than ``small_face_pixels`` network-input pixels in its tile is localized poorly (most such
+  detections miss IoU 0.5 with their face): its score is scaled by ``sqrt(size / small_face_pixels)`` before
+  the merge, so that it ranks below well-sized faces of the same confidence.
 
 * **Flip** (test-time augmentation): a tile may also run mirrored left-right in the same batch; the two views are
   fused anchor by anchor before decoding (:func:`fuse_mirrored`), so the faces and their scores are averaged over
@@ -39,7 +44,7 @@ import torch
 
 from .config import AnchorOptions
 from .ops.anchors import generate_anchors
-from .ops.nms import non_max_suppression
+from .ops.nms import NMSMode, non_max_suppression
 from .preprocess import Letterbox
 from .results import FLIP_KEYPOINTS, Detections
 
@@ -87,6 +92,12 @@ class TileConfig:
             ``"auto"``: flip when the flipped plan still fits the budget at the requested ``min_face`` (smaller
             faces come first, the flip is spent from what is left); ``True`` / ``False``: always / never (with
             ``True`` the budget holds half as many tiles).
+        tile_nms: suppression within each tile (``"hard"``: the best candidate of a cluster as it is;
+            ``"weighted"``: MediaPipe's blend); the merge across tiles is the detector's own NMS.
+        small_face_pixels: a detection whose longer side is below this many network-input pixels in its tile
+            has its score multiplied by ``sqrt(size / small_face_pixels)``; ``None``: scores as detected. The
+            detector's ``min_score`` applies to the network's score, before this scaling (a ranking adjustment:
+            small faces that pass it are kept, with their lower score).
     """
 
     min_face: float | None = None
@@ -100,6 +111,8 @@ class TileConfig:
     whole_image: bool = True
     max_candidates: int = 100
     flip: bool | Literal["auto"] = "auto"
+    tile_nms: NMSMode = "hard"
+    small_face_pixels: float | None = 28.0
 
     def __post_init__(self) -> None:
         if self.max_tiles is not None and self.max_tiles < 1:
@@ -112,6 +125,10 @@ class TileConfig:
             raise ValueError(f"flip must be True, False or 'auto', got {self.flip!r}")
         if self.level_ratio is not None and self.level_ratio <= 1:
             raise ValueError("level_ratio must be above 1")
+        if self.tile_nms not in ("weighted", "hard"):
+            raise ValueError(f"tile_nms must be 'weighted' or 'hard', got {self.tile_nms!r}")
+        if self.small_face_pixels is not None and self.small_face_pixels <= 0:
+            raise ValueError("small_face_pixels must be positive")
 
     def tile_limit(self, size: int, flip: bool) -> float:
         """The most tiles a plan may have for a model of input ``size``, all flipped or none (``max_tiles`` and
@@ -298,8 +315,9 @@ def detect_tiled(detector: "FaceDetector", image: "np.ndarray | torch.Tensor", p
                  config: TileConfig | None = None) -> Detections:
     """Detect faces in one RGB ``[H, W, 3]`` image (a ``uint8`` array, or a tensor on the detector's device)
     with multi-scale tiles. Each tile is resampled, run and suppressed by the detector's own pipeline
-    (``preprocess`` / ``forward`` / ``postprocess`` with the tile as region); detections cut by an interior tile
-    border are dropped; what is left of every tile and scale merges in one more weighted NMS."""
+    (``preprocess`` / ``forward`` / ``postprocess`` with the tile as region, ``config.tile_nms``); detections cut
+    by an interior tile border are dropped, small ones rescored (``config.small_face_pixels``); what is left of
+    every tile and scale merges in one more NMS (the detector's mode, weighted by default)."""
     config = config or TileConfig()
     height, width = int(image.shape[0]), int(image.shape[1])
     tiles = plan_tiles(width, height, detector.input_size, detector.model_name, config)
@@ -332,13 +350,25 @@ def _detect_tiles(detector: "FaceDetector", image: "np.ndarray | torch.Tensor", 
     batch, _ = detector.preprocess([image] * len(regions), regions)
     flip = [i for i, t in enumerate(tiles) if t.flip]
     per_tile = detector.postprocess(*_forward(detector, batch, flip, forward), regions,
-                                    max_candidates=config.max_candidates)
+                                    max_candidates=config.max_candidates, nms=config.tile_nms)
     kept = []
     for tile, det in zip(tiles, per_tile):
         r = tile.region
         offset = np.array([r.x0, r.y0, r.x0, r.y0], dtype=np.float32)
-        kept.append(det[np.flatnonzero(~_cut_by_border((det.boxes - offset) / r.side, tile, config.border_margin))])
+        boxes = (det.boxes - offset) / r.side
+        keep = np.flatnonzero(~_cut_by_border(boxes, tile, config.border_margin))
+        det = det[keep]
+        if config.small_face_pixels is not None and len(det):
+            det.scores = det.scores * small_face_factor(boxes[keep], r.size, config.small_face_pixels)
+        kept.append(det)
     return kept
+
+
+def small_face_factor(boxes: np.ndarray, size: int, pixels: float) -> np.ndarray:
+    """``float32[K]``: ``sqrt(min(1, s / pixels))`` for boxes ``[K, 4]`` normalized to a tile of ``size`` input
+    pixels, ``s`` the longer side in input pixels (0 for empty boxes)."""
+    side = np.maximum(np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]), 0.0) * size
+    return np.sqrt(np.minimum(side / pixels, 1.0)).astype(np.float32)
 
 
 def tiles_per_megapixel(width: int, height: int, size: int, model: str, config: TileConfig | None = None) -> float:

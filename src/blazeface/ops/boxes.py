@@ -51,10 +51,9 @@ def box_iou(boxes1: Array, boxes2: Array) -> Array:
     m = xp(boxes1)
     area1 = box_area(boxes1)
     area2 = area1 if boxes2 is boxes1 else box_area(boxes2)
-    lt = m.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
-    rb = m.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
-    wh = clamp_min(rb - lt, 0)
-    inter = wh[..., 0] * wh[..., 1]
+    a, b = boxes1.T[:, :, None], boxes2.T[:, None, :]  # [4, N, 1], [4, 1, M]: x and y apart, no [N, M, 2] temporaries
+    w = clamp_min(m.minimum(a[2], b[2]) - m.maximum(a[0], b[0]), 0)
+    inter = w * clamp_min(m.minimum(a[3], b[3]) - m.maximum(a[1], b[1]), 0)
     union = area1[:, None] + area2[None, :] - inter
     tiny = float(m.finfo(union.dtype).tiny)
     return m.where(union > 0, inter / clamp_min(union, tiny), m.zeros_like(inter))
