@@ -130,10 +130,10 @@ def test_face_cut_by_a_tile_border_is_found_once():
     ious = _ious(tiled.detect_tensors([img])[0].boxes, face)
     assert (ious > 0.2).sum() == 1 and ious.max() > 0.85
     # without the border rule, the half face is blended into the face by the merge and drags its box off
-    # (IoU with the face 0.85 instead of 0.90)
+    # (IoU with the face 0.84 instead of 0.88)
     no_rule = FaceDetector("full_range_sparse", device="cpu", min_score=0.3, tiling=TileConfig(border_margin=-10))
     bad = _ious(no_rule.detect_tensors([img])[0].boxes, face)
-    assert (bad > 0.2).sum() == 1 and bad.max() < ious.max() - 0.04
+    assert (bad > 0.2).sum() == 1 and bad.max() < ious.max() - 0.03
 
 
 def test_tiling_finds_small_faces_the_letterbox_misses():
@@ -157,7 +157,7 @@ def test_tiling_finds_small_faces_the_letterbox_misses():
         assert (_ious(res.boxes, t) >= 0.5).sum() == 1
     assert len(res) == len(truth)
     # the faces are ~21 input pixels in the level-1 tiles that find them (366-px tiles at 192 px): below
-    # small_face_pixels (28), so their scores are the unscaled ones times sqrt(size / 28)
+    # small_face_pixels (28), so the parts of their scores above min_score are the unscaled ones times sqrt(size / 28)
     side = max(t.region.side for t in plan_tiles(1024, 768, 192, "full_range_sparse") if t.level == 1)
     raw = FaceDetector("full_range_sparse", device="cpu", min_score=0.3,
                        tiling=TileConfig(small_face_pixels=None)).detect_tensors([img])[0]
@@ -167,7 +167,9 @@ def test_tiling_finds_small_faces_the_letterbox_misses():
         a, b = np.argmax(_ious(raw.boxes, t)), np.argmax(_ious(low.boxes, t))
         px = (raw.boxes[a, 2:] - raw.boxes[a, :2]).max() / side * 192
         assert 18 < px < 25
-        assert low.scores[b] == pytest.approx(raw.scores[a] * np.sqrt(px / 28), rel=0.03)  # merged vs leader box
+        # the part above min_score is scaled (merged vs leader box: a few % apart)
+        assert low.scores[b] - 0.3 == pytest.approx((raw.scores[a] - 0.3) * np.sqrt(px / 28), rel=0.05)
+        assert low.scores[b] >= 0.3
 
 
 def test_small_face_factor_by_hand():

@@ -19,8 +19,9 @@ for every model. Tiling looks at the image through an image pyramid of overlappi
   face), then the survivors of every tile and level are merged by one weighted NMS (MediaPipe's blending, the
   detector's own mode) in image pixels.
 * A face smaller than ``small_face_pixels`` network-input pixels in its tile is localized poorly (most such
-  detections miss IoU 0.5 with their face): its score is scaled by ``sqrt(size / small_face_pixels)`` before
-  the merge, so that it ranks below well-sized faces of the same confidence.
+  detections miss IoU 0.5 with their face): the part of its score above ``min_score`` is scaled by
+  ``sqrt(size / small_face_pixels)`` before the merge, so that it ranks below well-sized faces of the same
+  confidence (and is still returned).
 
 * **Flip** (test-time augmentation): a tile may also run mirrored left-right in the same batch; the two views are
   fused anchor by anchor before decoding (:func:`fuse_mirrored`), so the faces and their scores are averaged over
@@ -95,9 +96,9 @@ class TileConfig:
         tile_nms: suppression within each tile (``"hard"``: the best candidate of a cluster as it is;
             ``"weighted"``: MediaPipe's blend); the merge across tiles is the detector's own NMS.
         small_face_pixels: a detection whose longer side is below this many network-input pixels in its tile
-            has its score multiplied by ``sqrt(size / small_face_pixels)``; ``None``: scores as detected. The
-            detector's ``min_score`` applies to the network's score, before this scaling (a ranking adjustment:
-            small faces that pass it are kept, with their lower score).
+            has the part of its score above the detector's ``min_score`` multiplied by
+            ``sqrt(size / small_face_pixels)``: it ranks lower, and is still returned (every score stays at least
+            ``min_score``, so no face is lost to the rescoring); ``None``: scores as detected.
     """
 
     min_face: float | None = None
@@ -359,7 +360,8 @@ def _detect_tiles(detector: "FaceDetector", image: "np.ndarray | torch.Tensor", 
         keep = np.flatnonzero(~_cut_by_border(boxes, tile, config.border_margin))
         det = det[keep]
         if config.small_face_pixels is not None and len(det):
-            det.scores = det.scores * small_face_factor(boxes[keep], r.size, config.small_face_pixels)
+            floor = np.float32(detector.min_score)
+            det.scores = floor + (det.scores - floor) * small_face_factor(boxes[keep], r.size, config.small_face_pixels)
         kept.append(det)
     return kept
 
