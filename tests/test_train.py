@@ -385,7 +385,7 @@ def test_ignored_score_drift_is_the_bernoulli_kl_and_only_counts_masked_anchors(
 
 def test_keep_weight_compares_with_the_starting_network_even_after_the_heads_moved(tmp_path):
     s = Sample(str(EXAMPLES / "astronaut.png"), np.array([[178, 83, 273, 178]], np.float32))
-    config = TrainConfig.fine_tune("full_range", epochs=1, repeats=2, batch_size=2, device="cpu", threads=1,
+    config = TrainConfig.fine_tune("full_range", epochs=1, repeats=4, batch_size=2, device="cpu", threads=1,
                                    progress=False)
     assert config.loss.keep_weight > 0  # part of the recipe
     trainer = Trainer(config, [s], None, tmp_path, log=io.StringIO())
