@@ -435,6 +435,8 @@ def test_cli_fine_tuning_uses_the_recipe_and_its_overrides(tmp_path):
     config = TrainConfig.from_dict(json.loads((out / "config.json").read_text()))
     recipe = TrainConfig.fine_tune("full_range")
     assert config.ema_decay == 0.9 and config.epochs == 1 and config.repeats == 2  # given on the command line
-    assert (config.lr, config.backbone_lr, config.l2sp, config.weight_decay, config.min_face, config.match) == (
-        recipe.lr, recipe.backbone_lr, recipe.l2sp, recipe.weight_decay, recipe.min_face, recipe.match)
+    assert (config.lr, config.backbone_lr, config.l2sp, config.weight_decay, config.min_face, config.match,
+            config.loss.keep_weight) == (recipe.lr, recipe.backbone_lr, recipe.l2sp, recipe.weight_decay,
+                                         recipe.min_face, recipe.match, recipe.loss.keep_weight)
     assert TrainConfig(model="full_range").backbone_lr == 1.0  # scratch training is unchanged
+    assert TrainConfig(model="full_range").loss.keep_weight == 0

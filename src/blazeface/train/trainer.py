@@ -511,6 +511,9 @@ def add_train_parser(sub: Any) -> None:
     t.add_argument("--weight-decay", type=float, help=both("weight_decay"))
     t.add_argument("--warmup-steps", type=int, help=both("warmup_steps"))
     t.add_argument("--box-weight", type=float, help=f"box regression loss weight (default: {d.loss.box_weight:g})")
+    t.add_argument("--keep-weight", type=float,
+                   help="pull keeping the scores of ignored anchors (tiny faces, a face's neighbours) at the starting "
+                        f"model's (default: {d.loss.keep_weight:g} scratch, {ft.loss.keep_weight:g} fine-tuning)")
     t.add_argument("--loss", default="ohem", choices=["ohem", "focal"], help="classification loss (default: ohem)")
     t.add_argument("--repeats", type=int, help="passes over the images per epoch " + both("repeats"))
     t.add_argument("--no-augment", action="store_true", help="no augmentation (whole-image letterbox only)")
@@ -558,10 +561,12 @@ def run_train(args: argparse.Namespace, stdout: TextIO) -> int:
     base = TrainConfig(model=model) if args.init == "scratch" else TrainConfig.fine_tune(model, args.init)
     given = {k: getattr(args, k) for k in RECIPE_OPTIONS if getattr(args, k) is not None}
     box_weight = base.loss.box_weight if args.box_weight is None else args.box_weight
+    keep_weight = base.loss.keep_weight if args.keep_weight is None else args.keep_weight
     config = dataclasses.replace(
         base, init=args.init, batch_size=args.batch_size, seed=args.seed, device=args.device, amp=not args.no_amp,
         threads=args.threads, workers=args.workers, cache_images=args.cache, progress=not args.quiet,
-        loss=dataclasses.replace(base.loss, classification=args.loss, box_weight=box_weight),
+        loss=dataclasses.replace(base.loss, classification=args.loss, box_weight=box_weight,
+                                 keep_weight=keep_weight),
         augment=AugmentConfig.off() if args.no_augment else AugmentConfig(zoom_prob=args.zoom_prob),
         val_tiling=args.val_tiling, **given,
     )
