@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = p.add_argument_group("the recipe (default: TrainConfig.fine_tune)")
     for name, kind in (("epochs", int), ("repeats", int), ("lr", float), ("backbone-lr", float), ("l2sp", float),
                        ("ema-decay", float), ("weight-decay", float), ("warmup-steps", int),
-                       ("freeze-backbone-epochs", int), ("box-weight", float), ("min-face", float),
+                       ("freeze-backbone-epochs", int), ("box-weight", float), ("neg-ratio", float), ("keep-weight", float), ("min-face", float),
                        ("neg-iou", float), ("zoom-prob", float)):
         recipe.add_argument(f"--{name}", type=kind, default=None)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: fastest on a busy machine)")
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from blazeface import FaceDetector, get_config
-    from blazeface.train import LossConfig, TrainConfig, Trainer, evaluate, load_annotations, split_by_event
+    from blazeface.train import TrainConfig, Trainer, evaluate, load_annotations, split_by_event
     from blazeface.train.trainer import default_match
 
     torch.set_num_threads(args.threads)
@@ -139,8 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         overrides["augment"] = dataclasses.replace(TrainConfig.fine_tune(args.model).augment, zoom_prob=args.zoom_prob)
     if args.neg_iou is not None:
         overrides["match"] = dataclasses.replace(default_match(get_config(args.model)), neg_iou=args.neg_iou)
-    if args.box_weight is not None:
-        overrides["loss"] = LossConfig(box_weight=args.box_weight)
+    loss = {k: getattr(args, k) for k in ("box_weight", "neg_ratio", "keep_weight") if getattr(args, k) is not None}
+    if loss:
+        overrides["loss"] = dataclasses.replace(TrainConfig.fine_tune(args.model).loss, **loss)
     config = TrainConfig.fine_tune(args.model, batch_size=args.batch_size, seed=args.seed, device=args.device,
                                    threads=args.threads, cache_images=True, val_min_score=0.05, **overrides)
     trainer = Trainer(config, train, held, out)

@@ -369,6 +369,38 @@ def test_weight_ema_by_hand():
         WeightEMA(net, 1.0)
 
 
+def test_ignored_score_drift_is_the_bernoulli_kl_and_only_counts_masked_anchors():
+    from blazeface.train.loss import ignored_score_drift
+
+    start = torch.tensor([[0.0, 2.0, -1.0]])
+    logits = torch.tensor([[1.0, 2.0, 3.0]], requires_grad=True)
+    mask = torch.tensor([[True, True, False]])
+    kl = ignored_score_drift(logits, start, mask)
+    p, q = 0.5, 1 / (1 + math.exp(-1.0))  # anchor 0: start 0.5, now σ(1); anchor 1 unchanged; anchor 2 not masked
+    assert float(kl) == pytest.approx(p * math.log(p / q) + (1 - p) * math.log((1 - p) / (1 - q)), rel=1e-5)
+    kl.backward()
+    assert torch.allclose(logits.grad, torch.tensor([[q - p, 0.0, 0.0]]), atol=1e-6)  # σ(logit) − σ(start)
+    assert float(ignored_score_drift(start, start, torch.ones_like(mask))) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_keep_weight_compares_with_the_starting_network_even_after_the_heads_moved(tmp_path):
+    s = Sample(str(EXAMPLES / "astronaut.png"), np.array([[178, 83, 273, 178]], np.float32))
+    config = TrainConfig.fine_tune("full_range", epochs=1, repeats=4, batch_size=2, device="cpu", threads=1,
+                                   progress=False)
+    assert config.loss.keep_weight > 0  # part of the recipe
+    trainer = Trainer(config, [s], None, tmp_path, log=io.StringIO())
+    history = trainer.fit()
+    assert history[-1]["keep"] > 0  # the heads moved, so the ignored anchors' scores drifted a little
+    x = torch.rand(1, 3, 192, 192) * 2 - 1
+    shipped = create_model("full_range").eval()
+    with torch.no_grad():
+        want = shipped(x)[1]
+        feats = trainer.net.features(x)
+        assert not torch.allclose(trainer.net.heads(feats)[1], want, atol=1e-4)  # trained heads differ
+        assert torch.allclose(trainer.start_logits(x, feats, frozen=True), want, atol=1e-5)  # frozen-backbone path
+        assert torch.allclose(trainer.start_logits(x, feats, frozen=False), want, atol=1e-5)
+
+
 def test_fine_tune_recipe_saves_ema_weights_freezes_the_backbone_and_resumes(tmp_path):
     s = Sample(str(EXAMPLES / "astronaut.png"), np.array([[178, 83, 273, 178]], np.float32))
     recipe = TrainConfig.fine_tune("full_range")
@@ -403,6 +435,8 @@ def test_cli_fine_tuning_uses_the_recipe_and_its_overrides(tmp_path):
     config = TrainConfig.from_dict(json.loads((out / "config.json").read_text()))
     recipe = TrainConfig.fine_tune("full_range")
     assert config.ema_decay == 0.9 and config.epochs == 1 and config.repeats == 2  # given on the command line
-    assert (config.lr, config.backbone_lr, config.l2sp, config.weight_decay, config.min_face, config.match) == (
-        recipe.lr, recipe.backbone_lr, recipe.l2sp, recipe.weight_decay, recipe.min_face, recipe.match)
+    assert (config.lr, config.backbone_lr, config.l2sp, config.weight_decay, config.min_face, config.match,
+            config.loss.keep_weight) == (recipe.lr, recipe.backbone_lr, recipe.l2sp, recipe.weight_decay,
+                                         recipe.min_face, recipe.match, recipe.loss.keep_weight)
     assert TrainConfig(model="full_range").backbone_lr == 1.0  # scratch training is unchanged
+    assert TrainConfig(model="full_range").loss.keep_weight == 0

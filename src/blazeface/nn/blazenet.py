@@ -182,8 +182,11 @@ class BlazeNet(nn.Module):
             return [x for _ in self.spec.heads]
         return [taps[h.feature] for h in self.spec.heads]
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feats = self.features(x)
+    def heads(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The detection heads on :meth:`features`' maps: ``(regressors [B, A, 16], logits [B, A, 1])``."""
         regressors = torch.cat([head(f) for head, f in zip(self.regressors, feats)], dim=1)
         logits = torch.cat([head(f) for head, f in zip(self.classifiers, feats)], dim=1)
         return regressors, logits
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.heads(self.features(x))

@@ -146,6 +146,10 @@ class LossConfig:
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     box_weight: float = 5.0
+    #: weight of a pull keeping the *ignored* anchors' scores (tiny faces, a face's near neighbours: neither
+    #: face nor background) at the starting model's: ``Σ KL(σ(start) ‖ σ(logit))`` over them, per positive
+    #: (0: off; needs ``start_logits``). Fine-tuning otherwise drifts the scores of what it does not train.
+    keep_weight: float = 0.0
     keypoint_weight: float = 1.0
     smooth_l1_beta: float = 0.05
 
@@ -167,8 +171,9 @@ class DetectionLoss(torch.nn.Module):
         self.cfg = loss
         self.match_cfg = match
 
-    def forward(self, regressors: torch.Tensor, logits: torch.Tensor, targets: list[Target | dict]
-                ) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, regressors: torch.Tensor, logits: torch.Tensor, targets: list[Target | dict],
+                start_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """``start_logits`` (``[B, A, 1]``, the starting model's on the same inputs) enable ``keep_weight``."""
         regressors = regressors.float()
         logits = logits.float()[..., 0]
         device = regressors.device
@@ -208,6 +213,10 @@ class DetectionLoss(torch.nn.Module):
         total = cls + self.cfg.box_weight * box + self.cfg.keypoint_weight * kp
         parts = {"cls": float(cls.detach()), "box": float(box.detach()), "keypoint": float(kp.detach()),
                  "positives": float((labels_t == 1).sum()) / len(targets)}
+        if self.cfg.keep_weight > 0 and start_logits is not None:
+            keep = ignored_score_drift(logits, start_logits.float()[..., 0], labels_t == -1) / num_pos
+            total = total + self.cfg.keep_weight * keep
+            parts["keep"] = float(keep.detach())
         return total, parts
 
     def _classification(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -230,3 +239,12 @@ class DetectionLoss(torch.nn.Module):
             if k > 0:
                 loss = loss + torch.topk(neg_loss[b], k).values.sum()
         return loss
+
+
+def ignored_score_drift(logits: torch.Tensor, start_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``Σ KL(Bernoulli(σ(start)) ‖ Bernoulli(σ(logit)))`` over the anchors in ``mask`` (all ``[B, A]``): zero
+    where the scores equal the starting ones; its gradient is ``σ(logit) − σ(start)``."""
+    p0 = torch.sigmoid(start_logits)
+    kl = (F.binary_cross_entropy_with_logits(logits, p0, reduction="none")
+          - F.binary_cross_entropy_with_logits(start_logits, p0, reduction="none"))
+    return (kl * mask).sum()
