@@ -85,7 +85,12 @@ def main(argv=None) -> int:
     p.add_argument("--untiled-low", action="store_true", help="also run untiled at the evaluation threshold 0.05")
     p.add_argument("--results-only", action="store_true",
                    help="rewrite the RESULTS.md section from an existing eval_wider.json (e.g. after editing the notes)")
+    p.add_argument("--time-only", action="store_true",
+                   help="re-time the rows of an existing eval_wider.json (AP kept), e.g. on a quiet machine after the "
+                        "accuracy run on a busy one; rewrites the json and the RESULTS.md section")
     args = p.parse_args(argv)
+    if args.time_only:
+        return retime(Path(args.data), Path(args.out), args.time_threads, args.time_images, args.repeats)
     if args.results_only:
         saved = json.loads((Path(args.out) / "eval_wider.json").read_text())
         write_results(Path(args.out) / "RESULTS.md", saved["rows"], saved["meta"])
@@ -140,6 +145,26 @@ def main(argv=None) -> int:
     (out / "eval_wider.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     if not args.limit:
         write_results(out / "RESULTS.md", rows, meta)
+    return 0
+
+
+def retime(data: Path, out: Path, threads: list[int], n_images: int, repeats: int) -> int:
+    """The timing pass alone, for every detector row of ``out/eval_wider.json``."""
+    saved = json.loads((out / "eval_wider.json").read_text())
+    gt = read_annotations_json(data / "annotations.json")
+    for row in saved["rows"]:
+        if row.get("ms") is None:  # MediaPipe's reference file: nothing to time
+            continue
+        tiled = row["run"].startswith("tiled")
+        min_score = float(row["run"].split()[-1]) if not row["run"].startswith("untiled, MediaPipe") else None
+        timing, load_avg = time_detector(row["model"], min_score, "auto" if tiled else "off", gt, threads, n_images,
+                                         repeats)
+        row.update(ms=timing.get(2, timing[min(timing)]), ms_by_threads=timing, load_avg_1min_timing=load_avg)
+        print(f"{row['model']:18s} {row['run']:34s} ms/img {timing} (load {load_avg:.1f})", flush=True)
+    saved["meta"].update(time_threads=threads, time_images=n_images, repeats=repeats,
+                         load_avg_1min_at_end=os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan"))
+    (out / "eval_wider.json").write_text(json.dumps(saved, indent=1) + "\n")
+    write_results(out / "RESULTS.md", saved["rows"], saved["meta"])
     return 0
 
 

@@ -153,6 +153,7 @@ class AlignedBlazeNet(nn.Module):
         self.input_size = net.input_size
 
     features = BlazeNet.features
+    heads = BlazeNet.heads
     forward = BlazeNet.forward
 
 
