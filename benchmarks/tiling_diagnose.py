@@ -30,7 +30,7 @@ from blazeface.eval import evaluate, read_annotations_json  # noqa: E402
 from blazeface.eval.protocol import box_iou_xywh, match_image  # noqa: E402
 from blazeface.io import read_image  # noqa: E402
 from blazeface.ops.boxes import decode_boxes, scores_from_logits  # noqa: E402
-from blazeface.tiling import TileConfig, _forward, plan_tiles  # noqa: E402
+from blazeface.tiling import TileConfig, _forward, plan_tiles, tile_batch  # noqa: E402
 from tune_tiling import event_halves  # noqa: E402
 
 
@@ -46,8 +46,7 @@ def collect(model: str, gt, config: TileConfig) -> dict:
         cands = []
         for start in range(0, len(tiles), 16):
             part = tiles[start:start + 16]
-            batch, _ = det.preprocess([img] * len(part), [t.region for t in part])
-            reg, lg = _forward(det, batch, [i for i, t in enumerate(part) if t.flip], det.forward)
+            reg, lg = _forward(det, *tile_batch(det, img, part), det.forward)
             reg, lg = reg.numpy(), lg.numpy()
             for b in range(len(part)):
                 s = scores_from_logits(lg[b], det.config.score_clip)

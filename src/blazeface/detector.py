@@ -121,7 +121,8 @@ class FaceDetector:
         self._anchors_np = generate_anchors(self.config.anchors).numpy()
         self.backend: Backend = file_backend or make_backend(backend, self.net, self.device, half=half, threads=threads)
         p = min(max(self.min_score, 1e-7), 1 - 1e-7)
-        self._logit_floor = math.log(p / (1 - p)) - 0.01  # a cheap pre-filter; the exact test is on scores
+        #: Raw logits below this cannot reach ``min_score`` (a cheap pre-filter; the exact test is on scores).
+        self.logit_floor = math.log(p / (1 - p)) - 0.01
         self.tiling: TileConfig | None = resolve_tiling(tiling)
         self.chunk_size = 2  # images per worker task when a CPU batch runs in parallel (see _detect_parallel)
         self._pool: Any = None
@@ -263,10 +264,11 @@ class FaceDetector:
 
         return [d for part in self.worker_pool().map(chunk, range(0, len(images), self.chunk_size)) for d in part]
 
-    def _letterbox_numpy(self, images: Sequence[np.ndarray], regions: Sequence[Letterbox] | None
+    def _letterbox_numpy(self, images: Sequence[np.ndarray], regions: Sequence[Letterbox] | None, spare: int = 0
                          ) -> tuple[np.ndarray, list[Letterbox]]:
+        """``float32[len(images) + spare, 3, S, S]``: the letterboxed images, then ``spare`` rows left to the caller."""
         s = self.input_size
-        batch = np.empty((len(images), 3, s, s), dtype=np.float32)
+        batch = np.empty((len(images) + spare, 3, s, s), dtype=np.float32)
         boxes = [letterbox_numpy(img, s, regions[i] if regions else None, out=batch[i])[1]
                  for i, img in enumerate(images)]
         return batch, boxes
@@ -301,10 +303,10 @@ class FaceDetector:
         """
         if isinstance(regressors, np.ndarray) or regressors.device.type == "cpu":  # numpy: less per-op overhead
             reg, lg, anchors = _to_numpy(regressors), _to_numpy(logits), self._anchors_np
-            image_idx, anchor_idx = np.nonzero(lg[..., 0] >= self._logit_floor)
+            image_idx, anchor_idx = np.nonzero(lg[..., 0] >= self.logit_floor)
         else:
             reg, lg, anchors = regressors, logits, self.anchors.to(regressors.device)
-            image_idx, anchor_idx = torch.nonzero(lg[..., 0] >= self._logit_floor, as_tuple=True)
+            image_idx, anchor_idx = torch.nonzero(lg[..., 0] >= self.logit_floor, as_tuple=True)
         scores = scores_from_logits(lg[image_idx, anchor_idx], self.config.score_clip)
         boxes, keypoints = decode_boxes(reg[image_idx, anchor_idx], anchors[anchor_idx], self.config.box_scale)
         size = boxes[:, 2:] - boxes[:, :2]

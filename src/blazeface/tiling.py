@@ -45,6 +45,7 @@ import torch
 
 from .config import AnchorOptions
 from .ops.anchors import generate_anchors
+from .ops.boxes import NUM_KEYPOINTS
 from .ops.nms import NMSMode, non_max_suppression
 from .preprocess import Letterbox
 from .results import FLIP_KEYPOINTS, Detections
@@ -268,48 +269,72 @@ def mirror_anchor_index(options: AnchorOptions) -> np.ndarray:
 
 
 def fuse_mirrored(detector: "FaceDetector", regressors: torch.Tensor, logits: torch.Tensor,
-                  mirrored_regressors: torch.Tensor, mirrored_logits: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fuse the raw outputs on inputs ``[B, 3, S, S]`` and on the same inputs mirrored left-right (``flip(-1)``)
-    into one ``(regressors [B, A, 16], logits [B, A, 1])``, decoded and suppressed as usual afterwards.
+                  mirrored_regressors: torch.Tensor, mirrored_logits: torch.Tensor, rows: list[int]) -> None:
+    """Fuse, in place, the raw outputs ``regressors [B, A, 16]`` / ``logits [B, A, 1]`` of inputs ``rows`` with those
+    of the same inputs mirrored left-right (``flip(-1)``), ``mirrored_* [len(rows), A, ·]``; decoded and suppressed
+    as usual afterwards.
 
     The mirrored outputs are brought back anchor by anchor (:func:`mirror_anchor_index`): x offsets of the box
     centre and keypoints change sign (tensor pixel ``j`` mirrors to ``S - 1 - j``, one input pixel off the
     anchors' axis ``x = 0.5``), the eye and ear keypoints swap (:data:`~blazeface.results.FLIP_KEYPOINTS`).
-    Score: the mean of the two views' probabilities; regressors: their score-weighted mean."""
+    Score: the mean of the two views' probabilities; regressors: their score-weighted mean. Only anchors that pass
+    the detector's logit pre-filter (:attr:`~blazeface.FaceDetector.logit_floor`) in either view can reach
+    ``min_score`` on that mean, so only they are fused; the others keep their own logit, below the pre-filter."""
     cfg = detector.config
-    index = torch.tensor(mirror_anchor_index(cfg.anchors), device=regressors.device)  # a copy: the cache is read-only
-    anchor_w = detector.anchors[:, 2].to(regressors.device)
-    back = mirrored_regressors[:, index].clone()
-    shift = cfg.box_scale / (detector.input_size * anchor_w)  # [A]: one input pixel, in raw units
-    back[..., 0] = -back[..., 0] - shift
-    kps = back[..., 4:].reshape(*back.shape[:-1], -1, 2)[..., list(FLIP_KEYPOINTS), :]
+    device = regressors.device
+    index = torch.tensor(mirror_anchor_index(cfg.anchors), device=device)  # a copy: the cache is read-only
+    target_rows = torch.tensor(rows, device=device)
+    mirrored_logits = mirrored_logits[:, index]
+    floor = detector.logit_floor
+    view, anchor = torch.nonzero((logits[target_rows, :, 0] >= floor) | (mirrored_logits[..., 0] >= floor),
+                                 as_tuple=True)
+    row = target_rows[view]
+    back = mirrored_regressors[view, index[anchor]]  # [K, 16]
+    shift = cfg.box_scale / (detector.input_size * detector.anchors[:, 2].to(device)[anchor])  # [K]: one input pixel
+    back[:, 0] = -back[:, 0] - shift
+    kps = back[:, 4:].reshape(len(back), NUM_KEYPOINTS, 2)[:, list(FLIP_KEYPOINTS), :]
     kps[..., 0] = -kps[..., 0] - shift[:, None]
-    back[..., 4:] = kps.reshape(*back.shape[:-1], -1)
+    back[:, 4:] = kps.reshape(len(back), 2 * NUM_KEYPOINTS)
     clip = cfg.score_clip
-    p = torch.sigmoid(logits.clamp(-clip, clip))
-    q = torch.sigmoid(mirrored_logits[:, index].clamp(-clip, clip))
+    p = torch.sigmoid(logits[row, anchor].clamp(-clip, clip))
+    q = torch.sigmoid(mirrored_logits[view, anchor].clamp(-clip, clip))
     w = p / (p + q).clamp(min=1e-30)
-    fused = w * regressors + (1 - w) * back
+    regressors[row, anchor] = w * regressors[row, anchor] + (1 - w) * back
     mean = (p + q) / 2
-    return fused, torch.log(mean) - torch.log1p(-mean)
+    logits[row, anchor] = torch.log(mean) - torch.log1p(-mean)
 
 
 Forward = Callable[[torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
 
 
+def tile_batch(detector: "FaceDetector", image: "np.ndarray | torch.Tensor", tiles: list[Tile]
+               ) -> tuple[torch.Tensor, list[int]]:
+    """The network input of ``tiles``: ``[n + F, 3, S, S]``, the ``n`` tiles resampled, then the mirror images of the
+    ``F`` flipped ones (their indices, returned too)."""
+    regions = [t.region for t in tiles]
+    flip = [i for i, t in enumerate(tiles) if t.flip]
+    n = len(tiles)
+    if detector.device.type == "cpu" and isinstance(image, np.ndarray) and image.dtype == np.uint8:
+        batch, _ = detector._letterbox_numpy([image] * n, regions, spare=len(flip))
+        for j, i in enumerate(flip):  # one copy per mirror, straight into its slot
+            batch[n + j] = batch[i, :, :, ::-1]
+        return torch.from_numpy(batch), flip
+    batch, _ = detector.preprocess([image] * n, regions)
+    return (torch.cat([batch, batch[flip].flip(-1)]) if flip else batch), flip
+
+
 def _forward(detector: "FaceDetector", batch: torch.Tensor, flip: list[int], forward: Forward
              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The network (``forward``) on ``[B, 3, S, S]``, and on the inputs ``flip`` (indices) mirrored too, in the same
-    pass; the two views of those are fused (:func:`fuse_mirrored`). Returns ``(regressors [B, A, 16], logits [B, A, 1])``."""
+    """The network (``forward``) on a :func:`tile_batch` (``n`` inputs, then the mirrors of inputs ``flip``), the two
+    views of those fused (:func:`fuse_mirrored`). Returns ``(regressors [n, A, 16], logits [n, A, 1])``."""
+    regressors, logits = forward(batch)
     if not flip:
-        return forward(batch)
-    n = len(batch)
-    regressors, logits = forward(torch.cat([batch, batch[flip].flip(-1)]))
-    fused = fuse_mirrored(detector, regressors[flip], logits[flip], regressors[n:], logits[n:])
-    regressors, logits = regressors[:n].clone(), logits[:n].clone()
-    regressors[flip], logits[flip] = fused
-    return regressors, logits
+        return regressors, logits
+    if regressors.is_inference():  # (PyTorch's inference-mode outputs cannot be written in place)
+        regressors, logits = regressors.clone(), logits.clone()
+    n = len(batch) - len(flip)
+    fuse_mirrored(detector, regressors, logits, regressors[n:], logits[n:], flip)
+    return regressors[:n], logits[:n]
 
 
 def detect_tiled(detector: "FaceDetector", image: "np.ndarray | torch.Tensor", path: str | None = None,
@@ -348,8 +373,7 @@ def _detect_tiles(detector: "FaceDetector", image: "np.ndarray | torch.Tensor", 
                   forward: Forward) -> list[Detections]:
     """Detections of each of ``tiles`` (in image pixels), less those cut by an interior tile border."""
     regions = [t.region for t in tiles]
-    batch, _ = detector.preprocess([image] * len(regions), regions)
-    flip = [i for i, t in enumerate(tiles) if t.flip]
+    batch, flip = tile_batch(detector, image, tiles)
     per_tile = detector.postprocess(*_forward(detector, batch, flip, forward), regions,
                                     max_candidates=config.max_candidates, nms=config.tile_nms)
     kept = []
