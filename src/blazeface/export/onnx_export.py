@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +40,27 @@ def _import_onnx() -> Any:
     return onnx
 
 
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Mute the exporter's log lines and warnings about things this export does not use (torchvision ops, …)."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
 def export_raw_onnx(net: nn.Module, input_size: int) -> Any:
     """Export ``net`` (``x [B, 3, S, S]`` → ``regressors, logits``) with a dynamic batch; returns the ``ModelProto``."""
     onnx = _import_onnx()
     example = torch.zeros(2, 3, input_size, input_size)
     net = net.eval()
     buf = io.StringIO()
-    with contextlib.redirect_stdout(buf), torch.no_grad():
+    with contextlib.redirect_stdout(buf), torch.no_grad(), _quiet_exporter():
         program = torch.onnx.export(
             net, (example,), None, input_names=["input"], output_names=RAW_OUTPUTS,
             dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, dynamo=True, opset_version=OPSET,
