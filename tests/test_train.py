@@ -38,7 +38,7 @@ from blazeface.train import (
     split_by_event,
     write_jsonl,
 )
-from blazeface.train.data import FLIP_KEYPOINTS
+from blazeface.results import FLIP_KEYPOINTS
 from blazeface.train.loss import anchor_cells
 from blazeface.train.synthetic import Paste, background, compose, samples_from_mediapipe_json
 

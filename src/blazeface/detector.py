@@ -247,10 +247,13 @@ class FaceDetector:
         reg, logits = self.backend.run_single_threaded(batch.numpy())  # type: ignore[attr-defined]
         return torch.from_numpy(reg), torch.from_numpy(logits)
 
+    def letterboxes_in_numpy(self, images: Sequence[np.ndarray | torch.Tensor]) -> bool:
+        """Whether :meth:`preprocess` takes the numpy/OpenCV letterbox: ``uint8`` arrays on a CPU detector."""
+        return self.device.type == "cpu" and all(isinstance(i, np.ndarray) and i.dtype == np.uint8 for i in images)
+
     def _runs_in_parallel(self, images: Sequence[np.ndarray | torch.Tensor]) -> bool:
         """A CPU batch of ``uint8`` arrays, larger than a chunk, on a backend with single-threaded workers."""
-        return (len(images) > self.chunk_size and all(isinstance(i, np.ndarray) and i.dtype == np.uint8 for i in images)
-                and self.worker_pool() is not None)
+        return len(images) > self.chunk_size and self.letterboxes_in_numpy(images) and self.worker_pool() is not None
 
     def _detect_parallel(self, images: Sequence[np.ndarray], paths: Sequence[str | None] | None,
                          regions: Sequence[Letterbox] | None) -> list[Detections]:
@@ -278,7 +281,7 @@ class FaceDetector:
         """Letterbox images into ``Tensor[B, 3, S, S]`` on the device: with numpy on the CPU, with torch ops on the
         device otherwise (both bit-identical to MediaPipe's arithmetic)."""
         images = self._cpu_arrays(images)
-        if self.device.type == "cpu" and all(isinstance(i, np.ndarray) and i.dtype == np.uint8 for i in images):
+        if self.letterboxes_in_numpy(images):
             batch, boxes = self._letterbox_numpy(images, regions)
             return torch.from_numpy(batch), boxes
         on_device = [(_from_numpy(i) if isinstance(i, np.ndarray) else i).to(self.device) for i in images]

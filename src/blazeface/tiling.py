@@ -314,7 +314,7 @@ def tile_batch(detector: "FaceDetector", image: "np.ndarray | torch.Tensor", til
     regions = [t.region for t in tiles]
     flip = [i for i, t in enumerate(tiles) if t.flip]
     n = len(tiles)
-    if detector.device.type == "cpu" and isinstance(image, np.ndarray) and image.dtype == np.uint8:
+    if detector.letterboxes_in_numpy([image]):
         batch, _ = detector._letterbox_numpy([image] * n, regions, spare=len(flip))
         for j, i in enumerate(flip):  # one copy per mirror, straight into its slot
             batch[n + j] = batch[i, :, :, ::-1]
@@ -349,12 +349,12 @@ def detect_tiled(detector: "FaceDetector", image: "np.ndarray | torch.Tensor", p
     tiles = plan_tiles(width, height, detector.input_size, detector.model_name, config)
     if len(tiles) == 1 and not tiles[0].flip:  # nothing to tile: exactly the plain pipeline on that one region
         return detector.detect_tensors([image], [path], [tiles[0].region])[0]
+    views = 2 if any(t.flip for t in tiles) else 1  # network inputs per tile
     pool = detector.worker_pool() if isinstance(image, np.ndarray) else None
     if pool is not None:  # CPU: small chunks through the whole pipeline on single-threaded workers, cores kept busy
-        flipped = any(t.flip for t in tiles)  # about chunk_size network inputs per task
-        step, forward = max(detector.chunk_size // (2 if flipped else 1), 1), detector.forward_single_threaded
+        step, forward = max(detector.chunk_size // views, 1), detector.forward_single_threaded  # ~chunk_size inputs
     else:
-        step, forward = max(detector.batch_size // (2 if any(t.flip for t in tiles) else 1), 1), detector.forward
+        step, forward = max(detector.batch_size // views, 1), detector.forward
 
     def run(start: int) -> list[Detections]:
         return _detect_tiles(detector, image, tiles[start:start + step], config, forward)

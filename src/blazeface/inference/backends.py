@@ -8,6 +8,8 @@ import hashlib
 import importlib.util
 import os
 import tempfile
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -89,6 +91,14 @@ def export_onnx(net: nn.Module, path: str | Path) -> Path:
     return path
 
 
+def run_in_parts(pool: Executor, run: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], batch: np.ndarray,
+                 parts: Iterable[slice | np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """``run`` (a single-threaded network call) on each part of ``batch`` in ``pool``; the two outputs of the parts
+    concatenated in order."""
+    done = list(pool.map(lambda part: run(batch[part]), parts))
+    return np.concatenate([d[0] for d in done]), np.concatenate([d[1] for d in done])
+
+
 def ort_session(path: str | Path, threads: int | None = None, spin: bool = False):  # noqa: ANN201 - optional dep
     """An ONNX Runtime CPU session for ``path`` with every graph optimization: ``threads`` intra-op threads (``None``:
     ONNX Runtime's default, one per core), spinning between parallel sections only when ``spin``; warnings muted
@@ -168,10 +178,8 @@ class OnnxRuntimeBackend:
 
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="blazeface-ort")
-            parts = list(self._pool.map(lambda i: self.run_single_threaded(x[i:i + self.chunk]),  # type: ignore[union-attr]
-                                        range(0, len(x), self.chunk)))
-            reg = np.concatenate([p[0] for p in parts])
-            logits = np.concatenate([p[1] for p in parts])
+            reg, logits = run_in_parts(self._pool, self.run_single_threaded, x,  # type: ignore[arg-type]
+                                       [slice(i, i + self.chunk) for i in range(0, len(x), self.chunk)])
         return torch.from_numpy(reg), torch.from_numpy(logits)
 
 

@@ -18,6 +18,7 @@ import torch
 
 from ..export.metadata import METADATA_KEY
 from ..registry import get_config, list_models
+from .backends import ort_session, run_in_parts
 
 SUFFIXES = {".onnx": "onnx", ".tflite": "tflite", ".pt": "torchscript", ".ts": "torchscript",
             ".torchscript": "torchscript"}
@@ -78,8 +79,6 @@ class OnnxBackend(FileBackend):
             import onnxruntime  # noqa: F401
         except ImportError as exc:  # pragma: no cover
             raise ImportError("running .onnx files needs onnxruntime: pip install 'blazeface[onnx]'") from exc
-        from .backends import ort_session
-
         try:
             self.session = ort_session(path, num_threads)
         except Exception as exc:  # onnxruntime raises its own error types
@@ -171,8 +170,7 @@ class TFLiteBackend(FileBackend):
 
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="blazeface-litert")
         parts = np.array_split(np.arange(len(batch)), self.threads)
-        done = list(self._pool.map(lambda idx: self.run_single_threaded(batch[idx]), parts))
-        return np.concatenate([d[0] for d in done]), np.concatenate([d[1] for d in done])
+        return run_in_parts(self._pool, self.run_single_threaded, batch, parts)
 
     def run_single_threaded(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`run` on one core, with this thread's own single-threaded interpreter (interpreters are not

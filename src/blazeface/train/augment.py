@@ -24,7 +24,8 @@ import numpy as np
 from PIL import Image
 
 from ..preprocess import Letterbox, letterbox_numpy
-from .data import FLIP_KEYPOINTS, Sample
+from ..results import FLIP_KEYPOINTS
+from .data import Sample
 
 
 @dataclass(frozen=True)

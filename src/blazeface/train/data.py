@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from ..results import FLIP_KEYPOINTS  # noqa: F401  (re-exported: augment and the tests import it from here)
 
 NUM_KEYPOINTS = 6
 #: WIDER FACE's evaluation settings.

@@ -35,8 +35,8 @@ from .finetune import WeightEMA, backbone_parameters, l2sp_penalty, param_groups
 from .loss import DetectionLoss, LossConfig, MatchConfig
 from .metrics import EvalReport, evaluate
 
-LOG_COLUMNS = ("epoch", "step", "lr", "loss", "cls", "box", "keypoint", "l2sp", "keep", "positives", "images_per_s", "seconds",
-               "val_ap", "val_ap_easy", "val_ap_medium", "val_ap_hard", "val_keypoint_error")
+LOG_COLUMNS = ("epoch", "step", "lr", "loss", "cls", "box", "keypoint", "l2sp", "keep", "positives", "images_per_s",
+               "seconds", "val_ap", "val_ap_easy", "val_ap_medium", "val_ap_hard", "val_keypoint_error")
 
 
 @dataclass
