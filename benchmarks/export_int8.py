@@ -265,15 +265,19 @@ def bench_model(name: str, tmp: Path, repeats: int, with_tflite: bool) -> dict:
         from blazeface import create_model
         from blazeface.export.quantize import calibration_images, quantize_torch_fx
 
-        torch.set_num_threads(1)
-        net = create_model(name)
+        net = create_model(name).eval()
         qnet = quantize_torch_fx(net, calibration_images(None, s))
-        x = torch.from_numpy(rng.uniform(-1, 1, (1, 3, s, s)).astype(np.float32))
-        with torch.inference_mode():
-            ms = interleaved_ms({"f": lambda: net(x), "q": lambda: qnet(x)}, repeats)
-        speed["pytorch_fx_t1_b1"] = _speed_row(ms["f"], ms["q"])
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            for bs in (1, 8, 64):
+                x = torch.from_numpy(rng.uniform(-1, 1, (bs, 3, s, s)).astype(np.float32))
+                with torch.inference_mode():
+                    ms = interleaved_ms({"f": lambda: net(x), "q": lambda: qnet(x)},
+                                        repeats if bs == 1 else max(5, repeats // 8))
+                speed[f"pytorch_fx_t{threads}_b{bs}"] = _speed_row(ms["f"], ms["q"])
+        torch.set_num_threads(1)
     except Exception as exc:  # noqa: BLE001 - report, don't stop the benchmark
-        speed["pytorch_fx_t1_b1"] = {"error": f"{type(exc).__name__}: {exc}"}
+        speed["pytorch_fx"] = {"error": f"{type(exc).__name__}: {exc}"}
     out["speed"] = speed
 
     # ---- accuracy ----------------------------------------------------------------------------------

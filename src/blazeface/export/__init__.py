@@ -39,7 +39,7 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
         split_heads: TFLite only: per-head outputs (the vendor layout) instead of concatenated ones.
         weights: a ``.safetensors`` file instead of the shipped weights (needed for ``front_2019``).
         onnx_int8: keyword arguments for :func:`~blazeface.export.quantize.quantize_onnx` (ONNX int8 only), e.g.
-            ``{"weight_type": "int8", "quant_format": "qoperator"}``.
+            ``{"weight_type": "uint8", "quant_format": "qoperator"}``.
     """
     output = Path(output)
     fmt = fmt or _SUFFIX_FORMATS.get(output.suffix.lower())
@@ -82,7 +82,7 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
                 opts = dict(onnx_int8 or {})
                 quantize_onnx(fp, Path(tmp) / "int8.onnx", images, **opts)
                 model_proto = onnx.load(str(Path(tmp) / "int8.onnx"))
-            signed = opts.get("weight_type", "uint8") != "uint8"
+            signed = opts.get("weight_type", "int8") != "uint8"
             quant.update({"runtime": f"onnxruntime {'QOperator' if opts.get('quant_format') == 'qoperator' else 'QDQ'}",
                           "activations": "uint8 per tensor (99.99th percentile ranges)",
                           "weights": ("int8 per output channel (symmetric" + (", 7 bits)" if opts.get("reduce_range", True) else ")")

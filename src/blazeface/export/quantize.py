@@ -97,6 +97,14 @@ def head_nodes(model: Any) -> list[str]:
     return seen
 
 
+def depthwise_nodes(model: Any) -> list[str]:
+    """Names of the depthwise ``Conv`` nodes (``group`` > 1)."""
+    from onnx import helper
+
+    return [n.name for n in model.graph.node if n.op_type == "Conv"
+            and any(a.name == "group" and helper.get_attribute_value(a) > 1 for a in n.attribute)]
+
+
 def _weights_only_int8(model: Any, conv_names: set[str]) -> None:
     """Store the weights of float ``Conv`` nodes as per-channel int8 + ``DequantizeLinear``."""
     from onnx import helper, numpy_helper
@@ -167,20 +175,23 @@ def integer_pads(model: Any) -> int:
 
 
 def quantize_onnx(float_path: str | Path, out_path: str | Path, images: torch.Tensor,
-                  weight_type: str = "uint8", calibrate: str = "percentile", percentile: float = 99.99,
-                  quant_format: str = "qdq", reduce_range: bool | None = None, int_pads: bool = True) -> Path:
+                  weight_type: str = "int8", calibrate: str = "percentile", percentile: float = 99.99,
+                  quant_format: str = "qdq", reduce_range: bool | None = None, int_pads: bool = True,
+                  float_depthwise: bool = False) -> Path:
     """ONNX Runtime static 8-bit (QDQ), per-channel weights, calibrated on ``images [N, 3, S, S]``.
 
     Activation ranges: by default the ``percentile`` of all calibration values per tensor (outliers
     clipped; on wider_val_dev it keeps more faces identical to float than min-max, see benchmarks/RESULTS.md);
     ``calibrate="minmax"`` or ``"entropy"`` for ORT's other calibrators.
     ``float_path`` must hold the raw network (inputs ``input``; outputs ``regressors``, ``logits``).
-    Activations are uint8 per tensor; weights are 8-bit per output channel: ``"uint8"`` (default,
-    asymmetric, u8×u8 kernels) or ``"int8"`` (symmetric, in 7 bits with ``reduce_range``, since the
-    u8×s8 kernels of AVX2 CPUs without VNNI saturate int16 sums). Measured on the fixtures, seed images
-    and wider_val_dev, ``"uint8"`` keeps more faces identical to float. The head convolutions run in
-    float with int8-stored weights. ``quant_format="qoperator"`` writes ORT's fused ``QLinear*`` nodes
-    instead of QDQ pairs; ``reduce_range`` (default: for ``"int8"`` weights) stores weights in 7 bits.
+    Activations are uint8 per tensor; weights are 8-bit per output channel: ``"int8"`` (default: symmetric,
+    in 7 bits with ``reduce_range``, since the u8×s8 kernels of AVX2 CPUs without VNNI add pairs of products
+    in int16, which saturates with 8-bit weights) or ``"uint8"`` (asymmetric, ORT's u8×u8 kernels: slower,
+    and on the seed images and wider_val_dev more faces differ from float; benchmarks/RESULTS.md).
+    The head convolutions run in float with int8-stored weights. ``quant_format="qoperator"`` writes ORT's
+    fused ``QLinear*`` nodes instead of QDQ pairs; ``reduce_range`` (default: for ``"int8"`` weights) stores
+    weights in 7 bits. ``float_depthwise=True`` leaves the depthwise convolutions in float (int8-stored
+    weights): measured no faster and less accurate, kept for the benchmark.
     The QDQ channel pads of the residuals run in 8 bits (:func:`integer_pads`; ``int_pads=False``: in float).
     """
     try:
@@ -207,7 +218,9 @@ def quantize_onnx(float_path: str | Path, out_path: str | Path, images: torch.Te
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(float_path), str(pre), skip_symbolic_shape=True)
-        heads = head_nodes(onnx.load(str(pre)))
+        pre_model = onnx.load(str(pre))
+        heads = head_nodes(pre_model)
+        excluded = heads + (depthwise_nodes(pre_model) if float_depthwise else [])
         qtmp = Path(tmp) / "q.onnx"
         with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print progress
             quantize_static(
@@ -215,12 +228,12 @@ def quantize_onnx(float_path: str | Path, out_path: str | Path, images: torch.Te
                 quant_format={"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}[quant_format],
                 weight_type=QuantType.QUInt8 if weight_type == "uint8" else QuantType.QInt8,
                 reduce_range=weight_type != "uint8" if reduce_range is None else reduce_range,
-                calibrate_method=methods[calibrate], nodes_to_exclude=heads,
+                calibrate_method=methods[calibrate], nodes_to_exclude=excluded,
                 extra_options={"CalibPercentile": percentile, "CalibTensorRangeSymmetric": False},
             )
         model = onnx.load(str(qtmp))
     producer = {o: n for n in model.graph.node for o in n.output}
-    _weights_only_int8(model, {n for n in heads if n in {p.name for p in producer.values()}})
+    _weights_only_int8(model, {n for n in excluded if n in {p.name for p in producer.values()}})
     if int_pads:
         integer_pads(model)
     onnx.checker.check_model(model)
