@@ -33,6 +33,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from machine_info import machine  # noqa: E402
 
 
 def timed(fn, count: int, warmup: int = 1) -> list[float]:
@@ -136,21 +138,26 @@ def start_mediapipe(python: str | None, images: list[Path]) -> MediaPipePeer | N
         return None
 
 
-def interleaved(contenders: dict, peer: MediaPipePeer | None, index: int, repeat: int, rounds: int = 10) -> dict:
+def interleaved(contenders: dict, peer: MediaPipePeer | None, index: int, repeat: int, rounds: int = 30) -> dict:
     """Latencies of one image, in ``rounds`` rounds of ``repeat // rounds`` runs: MediaPipe's block, then each
     contender's, round after round, so that a drift of the machine's speed hits every side alike. Returns the median
     ms per side and, with MediaPipe, the per-round ratios of the best contender to MediaPipe."""
-    per_round = max(5, repeat // rounds)
+    per_round = max(30, repeat // rounds)
+    # Before each block: a pause, so that the other side's idle worker threads (which spin a while after their
+    # last run) have let go of the 2 cores, and 3 untimed runs (as the peer does) to warm the caches.
+    settle_s = 0.05
     samples: dict[str, list[float]] = {name: [] for name in contenders}
     peer_samples: list[float] = []
     round_ratios = []
     for _ in range(rounds):
         if peer is not None:
+            time.sleep(settle_s)
             block = peer.times(index, per_round)
             peer_samples += block
         medians = {}
         for name, fn in contenders.items():
-            got = timed(fn, per_round)
+            time.sleep(settle_s)
+            got = timed(fn, per_round, warmup=3)
             samples[name] += got
             medians[name] = statistics.median(got)
         if peer is not None:
@@ -260,7 +267,7 @@ def main() -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
     results["meta"] = {
-        "date": dt.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "date": dt.date.today().isoformat(), "machine": machine(),
         "python": platform.python_version(), "torch": torch.__version__, "blazeface": __version__,
         "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                  cwd=ROOT).stdout.strip(),
@@ -280,9 +287,10 @@ def write_results(r: dict) -> None:
         "",
         f"`python benchmarks/bench_speed.py --mediapipe-python PATH --write`, commit `{m['commit']}`, {m['date']}, "
         f"{m['machine']}, {r['threads']} threads, torch {m['torch']}, load average at the end {m['load_average']:.2f}. "
-        "Medians; every peer ran in the same run. One image: ten rounds, each a block of MediaPipe's runs then a "
-        "block of each of ours, so that the machine's drifting speed hits every side alike (the ratio column also "
-        "gives the range of the ten per-round ratios). "
+        "Medians; every peer ran in the same run. One image: 30 rounds, each a block of 30 of MediaPipe's runs then a "
+        "block of 30 of each of ours (each block after a 50 ms pause and 3 untimed runs), so that the machine's "
+        "drifting speed hits every side alike; the ratio column gives the ratio of the medians, then the median and "
+        "the range of the 30 per-round ratios. "
         "*litert file* = this package's pipeline (letterbox, decoding, NMS, batching) running MediaPipe's own "
         "`face_detection_short_range.tflite` in LiteRT, `FaceDetector(path)`.",
         "",
@@ -295,7 +303,8 @@ def write_results(r: dict) -> None:
         peer = mp.get(name)
         rr = r.get("round_ratios", {}).get(name) or [best / peer] if peer else []
         lines.append(f"| one {name} image, end to end (ms) | " + " | ".join(f"{v:.2f}" for v in case.values())
-                     + f" | {peer:.2f} | {best / peer:.2f} ({min(rr):.2f}–{max(rr):.2f}) |" if peer else
+                     + f" | {peer:.2f} | {best / peer:.2f} (rounds: median {statistics.median(rr):.2f}, {min(rr):.2f}–{max(rr):.2f}) |"
+                     if peer else
                      f"| one {name} image, end to end (ms) | " + " | ".join(f"{v:.2f}" for v in case.values()) + " | – | – |")
     st = r.get("stages_1280x720")
     if st and mp.get("1280x720"):

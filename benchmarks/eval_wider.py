@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import sys
 import time
@@ -42,6 +41,7 @@ from blazeface.eval.runner import run_detector  # noqa: E402
 from blazeface.tiling import plan_tiles  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from machine_info import machine  # noqa: E402
 from tune_tiling import event_halves  # noqa: E402
 
 MODELS = ["short_range", "full_range_sparse", "full_range", "back"]
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     meta = {"images": len(gt), "faces": gt.num_faces, "threads": args.threads, "time_threads": args.time_threads,
             "time_images": args.time_images, "repeats": args.repeats, "torch": torch.__version__,
-            "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "load_avg_1min_at_end": load}
+            "cpu": machine(), "cpus": os.cpu_count(), "load_avg_1min_at_end": load}
     (out / "eval_wider.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     if not args.limit:
         write_results(out / "RESULTS.md", rows, meta)
@@ -222,8 +222,7 @@ def write_results(path: Path, rows, meta) -> None:
              "are 10% wider, 17% shorter and 3% lower than WIDER's). Time: detection only (decoded image tensor in, "
              f"`Detections` out), one image per call, the best of {meta['repeats']} calls per image, median over "
              f"{meta['time_images']} 1024-wide images, at 2 and 1 threads (a detector built for each: ONNX Runtime, "
-             f"the default backend, fixes its threads when built); CPU `{meta['cpu']}`, "
-             f"{meta['cpus']} cores (1-min load average {meta['load_avg_1min_at_end']:.1f} at the end of the run; "
+             f"the default backend, fixes its threads when built); CPU {meta['cpu']} (1-min load average {meta['load_avg_1min_at_end']:.1f} at the end of the run; "
              "on a shared machine times are inflated and noisy). PR curves: `benchmarks/pr_<model>.png`.", "",
              "| model | run | AP easy | AP medium | AP hard | WIDER-style easy | medium | hard "
              "| ms / image (2 threads / 1) (1-min load avg) | tiles |",

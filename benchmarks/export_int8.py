@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -37,6 +35,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT / "src"))
+
+from machine_info import machine  # noqa: E402
 
 from blazeface import FaceDetector, get_config  # noqa: E402
 from blazeface.export import export_model  # noqa: E402
@@ -304,20 +304,6 @@ def bench_model(name: str, tmp: Path, repeats: int, with_tflite: bool) -> dict:
         acc[key] = res
     out["accuracy"] = acc
     return out
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        flags = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
-                 if f" {f}" in Path("/proc/cpuinfo").read_text()]
-    except OSError:
-        flags = []
-    return f"{cpu} ({os.cpu_count()} cores, {', '.join(flags) or 'no AVX flags found'}), {platform.system()}"
 
 
 NOTES = """\

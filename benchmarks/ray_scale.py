@@ -28,7 +28,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from machine_info import machine  # noqa: E402
+
 SECTION = "## Ray Data scale-out (issue 8)"
 
 SINGLE = """
@@ -186,7 +187,7 @@ def main() -> None:
         folder = make_folder(Path(tmp), args.images)
         runs = measure(folder, Path(tmp), args.repeat, args.rows_per_file)
     r = summarize(runs)
-    r.update(date=dt.date.today().isoformat(), machine=f"{platform.machine()}, {os.cpu_count()} cores",
+    r.update(date=dt.date.today().isoformat(), machine=machine(),
              ray=ray.__version__, images=args.images, runs=runs)
     print(json.dumps({k: v for k, v in r.items() if k != "runs"}, indent=1))
     if args.write:
