@@ -320,27 +320,33 @@ NOTES = """\
 Notes (short range; float and int8 run interleaved in one process, so the ratios are robust to the machine's
 drifting speed; 2-thread ratios swing most):
 
-- **Speed on a CPU with VNNI (this run: AVX-512 + VNNI).** int8 / float in the same runtime, 1 and 2 threads,
-  over this run and one before it on the same day (commit 5cbfd77; ranges): PyTorch (FX int8, x86 kernels)
-  **2.0-2.1x at batch 8 and 3.3-4.2x at batch 64**, 1.1-1.5x at batch 1; LiteRT (XNNPACK QS8) **1.43-1.53x at
-  batch 64**, 1.35-1.49x at batch 1; onnxruntime 1.43-1.51x at batch 64 on 1 thread, 1.21-1.33x on 2, 0.87-1.05x
-  at batch 1. So the 1.5x target is met in PyTorch for batches, reached at the edge in LiteRT and onnxruntime for
-  batches (1.43-1.53x), and not at batch 1 outside PyTorch.
-  Absolute speed matters beside the ratio: PyTorch's eager float is a slow baseline (3.9 ms per image at batch 1
-  against onnxruntime's 0.75-0.87), and this package's own onnxruntime float graph (channels aligned to ORT's
-  16-channel blocks, `blazeface.inference.nchwc`, what `FaceDetector` runs; column *aligned float ms*) is as fast
-  as int8 at batch 64 on 1 thread and faster everywhere else: on this CPU the fastest short-range network in
-  onnxruntime is still that float graph, and the int8 files are for size and for runtimes without it.
-  Why batch 1 loses in onnxruntime: in the per-node profile above, the int8 1x1 convolutions are faster than
-  float (VNNI), but the int8 depthwise convolutions take 3x the float ones (MLAS's uint8 depthwise kernel against
-  its NCHWc float kernel), the 5x5 stem 1.9x, and the residuals' uint8 Pad and QLinearAdd nodes cost more than
-  float's fused adds. Leaving the depthwise convolutions in
-  float (`quantize_onnx(..., float_depthwise=True)`, variant `*_fdw` of `int8_ort_variants.py`) was measured
-  no faster (0.99x at batch 1) and less accurate (46 of 57 wider_val_dev faces matched).
-  The default ONNX int8 weights are now symmetric int8 in 7 bits (`weight_type="int8"`, `reduce_range`): in
-  `int8_ort_variants.py` on this CPU 0.97x / 1.46x (1 thread, batch 1 / 64) against 0.79x / 1.16x for the
-  asymmetric uint8 weights of the previous default, and closer to float (seed images: 5 of 5 faces matched,
-  against 4 and one flip). The 2-thread batch-1 ratios swing the most from run to run.
+- **Speed on a CPU with VNNI (this run: AVX-512 + VNNI).** int8 / float in the same runtime, 1 and 2 threads:
+  onnxruntime **1.88-1.92x at batch 64** and 1.25-1.48x at batch 1; PyTorch (FX int8, x86 kernels) **1.9-2.0x
+  at batch 8 and 3.3-3.8x at batch 64**, 1.2-1.5x at batch 1; LiteRT (XNNPACK QS8) 1.42-1.48x. So the 1.5x
+  target is met in onnxruntime and PyTorch for batches, not at batch 1 (best 1.48x, onnxruntime on 2 threads),
+  and not in LiteRT (best 1.48x).
+  What made onnxruntime's int8 fast: its symmetric u8 x s8 convolution kernels (`MlasConvSym*`, with VNNI
+  dot products) take depthwise convolutions only when the channel count is a multiple of 16, and BlazeFace's
+  24, 28, 36, 42, 56, 72 and 88 channels are not: those ran in MLAS's generic uint8 depthwise kernel at 2.7x
+  the float time. The int8 export now quantizes the channel-aligned graph (`blazeface.inference.nchwc`, the
+  same function with every channel count zero-padded to a multiple of 16 and the widening residuals split
+  into two convolutions and a concatenation, so no channel `Pad` either) and gives each concatenation's inputs
+  its output's scale (`share_concat_scales`: one rounding, as in the network as trained). In the per-node
+  profile above, int8 depthwise now takes 232 us against 431 us before, and the 125 us of uint8 channel pads
+  are gone (`int8_ort_variants.py`: `u8s8_qdq_rr` = the previous export, `u8s8_qdq_rr_a16` = this one: 1.02x /
+  1.53x before, 1.35x / 1.93x now at batch 1 / 64, 1 thread). Duplicate initializers (the quantizer's all-zero
+  zero points and biases) are stored once, so the weights stay at 127 KB despite the padded channels.
+  Absolute speed beside the ratio: the column *aligned float ms* is the float graph `FaceDetector` itself runs
+  in onnxruntime (the same channel alignment, in float, where ORT's blocked NCHWc kernels need it). Against it
+  int8 is 1.18-1.31x faster at batch 64 and 0.80-0.93x at batch 1: for one image on this CPU the fastest
+  short-range network is still that float graph. PyTorch's eager float is a slow baseline (3.7 ms per image at
+  batch 1 against onnxruntime's 0.72).
+  Leaving the depthwise convolutions in float instead (`quantize_onnx(..., float_depthwise=True)`, variant
+  `u8s8_qdq_rr_fdw`) was measured no faster and less accurate (46 of 57 wider_val_dev faces matched).
+  The ONNX int8 weights are symmetric int8 in 7 bits (`weight_type="int8"`, `reduce_range`, portable to AVX2
+  CPUs without VNNI, where 8-bit u8 x s8 sums saturate): 1.0-1.14x / 1.34-1.53x at batch 1 / 64 in the
+  unaligned graph against 0.84-0.97x / 0.91-1.24x for the asymmetric uint8 weights of the export up to 2cd7d7b.
+  2-thread batch-1 ratios swing the most from run to run.
 - **Speed on a CPU without VNNI** (the earlier machine: AMD EPYC, AVX2 only; commits `a3b1b34`, `b0155bd`): the
   1.5x target was out of reach in every runtime: LiteRT 1.00-1.05x, onnxruntime 0.68-0.74x at batch 1 and
   0.90-1.07x at batch 64, PyTorch FX 0.34x. There, u8 x s8 goes through vpmaddubsw (pairs summed in int16, which
@@ -352,14 +358,15 @@ drifting speed; 2-thread ratios swing most):
 - **Accuracy.** Activation ranges clip outliers: ONNX uses ORT's percentile calibrator (99.99th percentile of
   all calibration values per tensor), TFLite the 99.95th percentile per image (both chosen on wider_val_dev
   against min-max and 99.5-99.99; the calibration images are the bundled examples/ with augmentations, never
-  wider_val_dev). On the fixtures every face matches at IoU >= 0.9; on the seed images ONNX int8 matches all 5
-  faces and TFLite 4 (one face float scores within 0.1 of the threshold flips). On wider_val_dev, ONNX int8 keeps
-  48 of float's 57 faces at IoU >= 0.9 (54 found by both, min IoU 0.85), TFLite 51 (54 pairs, min IoU 0.62); the
-  flips (scores listed above, threshold 0.5) are faces float scores 0.515-0.539, except one ONNX face at 0.654 ->
-  0.496; every TFLite flip is within 0.03 of the threshold on one side. AP easy / medium: ONNX 0.0053 / 0.0023
-  higher than float, TFLite 0.0045 / 0.0020 lower (target: within 0.01, met). So the "same faces" target holds
-  on the fixtures and, for ONNX, the seed images, and for the clear faces of wider_val_dev, not for every face
-  there: 6-9 of 57 faces (small crowd faces near the threshold) move below IoU 0.9 or flip.
+  wider_val_dev). On the fixtures every face matches at IoU >= 0.9 (min IoU 0.94 ONNX, 0.97 TFLite); on the seed
+  images ONNX int8 matches all 5 faces and TFLite 4 (one face float scores within 0.1 of the threshold flips).
+  On wider_val_dev, ONNX int8 keeps 48 of float's 57 faces at IoU >= 0.9 (52 found by both, min IoU 0.85),
+  TFLite 51 (54 pairs, min IoU 0.62); the flips (scores listed above, threshold 0.5) are faces float scores
+  within 0.1 of the threshold but one (ONNX: 5 of 6); AP easy / medium: ONNX within 0.0002 of float, TFLite
+  0.0045 / 0.0020 lower (target: within 0.01, met). So the "same faces" target holds on the fixtures and the
+  seed images (ONNX) and for the clear faces of wider_val_dev, not for every face there: 6-9 of 57 faces
+  (small crowd faces near the threshold) move below IoU 0.9 or flip. The unaligned int8 graph flipped 3
+  (`u8s8_qdq_rr` in `int8_ort_variants.py`), at 0.7x the speed.
   The mean shift int8 - float of the logits at anchors near faces (float logit > 0) is -0.07 with a spread of
   0.16 (ONNX, wider_val_dev): the flips come from the spread, not a bias, so a bias correction would not remove them.
   Calibrating on real crowd photos instead was worse: TFLite int8 calibrated on the even half of wider_val_dev

@@ -7,12 +7,13 @@ in float with int8-stored weights, calibrated on the augmented ``examples/``):
 
 - ``u8u8_qdq_float_pads``: the export of eb32dc7 (the residual channel pads run in float between DQ and Q);
 - ``u8u8_qdq``: the default export up to 2cd7d7b (those pads run in uint8, :func:`blazeface.export.quantize.integer_pads`);
-- ``u8s8_qdq_rr`` / ``u8s8_qop_rr``: symmetric int8 weights in 7 bits (``reduce_range``), QDQ / QOperator
-  (``u8s8_qdq_rr`` is the default export now);
+- ``u8s8_qdq_rr`` / ``u8s8_qop_rr``: symmetric int8 weights in 7 bits (``reduce_range``), QDQ / QOperator;
 - ``u8s8_qop``: symmetric int8 weights in 8 bits: on AVX2 CPUs without VNNI, MLAS's u8×s8 kernels add pairs of
   products in int16 (``vpmaddubsw``), which saturates: the accuracy columns show what that costs (with VNNI,
   ``vpdpbusd`` sums into int32 and 8 bits are safe);
-- ``*_fdw``: the depthwise convolutions left in float (int8-stored weights), the rest as named.
+- ``*_fdw``: the depthwise convolutions left in float (int8-stored weights), the rest as named;
+- ``*_a16``: the channel-aligned graph quantized (every channel count a multiple of 16, no channel ``Pad``:
+  ORT's symmetric u8s8 depthwise kernels need the 16); ``u8s8_qdq_rr_a16`` is the default export.
 
 Speed: float and every variant interleaved in one process, medians, threads 1 and 2, batch 1 and 64.
 Profile: ORT's per-node profile (1 thread, batch 1) by kind of node of the optimized graph.
@@ -37,14 +38,15 @@ from blazeface import FaceDetector, get_config  # noqa: E402
 from blazeface.export import export_model  # noqa: E402
 
 VARIANTS: dict[str, dict] = {
-    "u8u8_qdq_float_pads": {"weight_type": "uint8", "int_pads": False},
-    "u8u8_qdq": {"weight_type": "uint8"},
-    "u8s8_qdq_rr": {"weight_type": "int8", "reduce_range": True},
-    "u8s8_qop_rr": {"weight_type": "int8", "reduce_range": True, "quant_format": "qoperator"},
-    "u8s8_qop": {"weight_type": "int8", "reduce_range": False, "quant_format": "qoperator"},
-    "u8s8_qdq_rr_fdw": {"weight_type": "int8", "reduce_range": True, "float_depthwise": True},
-    "u8s8_qop_rr_fdw": {"weight_type": "int8", "reduce_range": True, "quant_format": "qoperator", "float_depthwise": True},
-    "u8u8_qdq_fdw": {"weight_type": "uint8", "float_depthwise": True},
+    "u8u8_qdq_float_pads": {"weight_type": "uint8", "int_pads": False, "channel_block": None},
+    "u8u8_qdq": {"weight_type": "uint8", "channel_block": None},
+    "u8s8_qdq_rr": {"weight_type": "int8", "reduce_range": True, "channel_block": None},
+    "u8s8_qop_rr": {"weight_type": "int8", "reduce_range": True, "quant_format": "qoperator", "channel_block": None},
+    "u8s8_qop": {"weight_type": "int8", "reduce_range": False, "quant_format": "qoperator", "channel_block": None},
+    "u8s8_qdq_rr_fdw": {"weight_type": "int8", "reduce_range": True, "float_depthwise": True, "channel_block": None},
+    "u8s8_qdq_rr_a16": {"weight_type": "int8", "reduce_range": True, "channel_block": 16},
+    "u8s8_qdq_a16": {"weight_type": "int8", "reduce_range": False, "channel_block": 16},
+    "u8u8_qdq_a16": {"weight_type": "uint8", "channel_block": 16},
 }
 
 
@@ -74,7 +76,7 @@ def main() -> None:
                                               "speedup": {k: round(ms["float"] / v, 3) for k, v in ms.items() if k != "float"}}
                 print(threads, bs, speed[f"t{threads}_b{bs}"], flush=True)
         out["speed"] = speed
-        out["profile_us_t1_b1"] = {k: ort_profile(files[k], s) for k in ("float", "u8u8_qdq", "u8s8_qdq_rr")}
+        out["profile_us_t1_b1"] = {k: ort_profile(files[k], s) for k in ("float", "u8u8_qdq", "u8s8_qdq_rr", "u8s8_qdq_rr_a16")}
 
         sets = {"examples": images_of(ROOT / "examples"), "seed_images": images_of(SHARED / "seed_images"),
                 "wider_val_dev": images_of(SHARED / "wider_val_dev" / "images")}

@@ -65,6 +65,9 @@ def exported(tmp_path_factory):
                 cache[key] = export_model(name, "onnx", tmp / f"{name}_pp.onnx", with_postprocess=True)
             elif kind == "onnx_int8":
                 cache[key] = export_model(name, "onnx", tmp / f"{name}_int8.onnx", int8=True)
+            elif kind == "onnx_int8_unaligned":
+                cache[key] = export_model(name, "onnx", tmp / f"{name}_int8u.onnx", int8=True,
+                                          onnx_int8={"channel_block": None})
             elif kind == "torchscript":
                 cache[key] = export_model(name, "torchscript", tmp / f"{name}.pt")
             elif kind == "tflite_int8":
@@ -239,15 +242,61 @@ def test_int8_onnx_weights_are_small(exported):
     assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in model.graph.node}
 
 
-def test_int8_onnx_pads_run_in_8_bits(exported):
-    """No residual channel pad runs in float between a DequantizeLinear and a QuantizeLinear."""
+def test_int8_onnx_quantizes_the_channel_aligned_graph(exported):
+    """Every int8 convolution has a multiple of 16 channels (ORT's symmetric depthwise kernels need it) and the
+    graph has no channel Pad: the widening residuals are split convolutions."""
     import onnx
+    from onnx import helper, numpy_helper
+
+    from blazeface.export.quantize import head_nodes
 
     model = onnx.load(str(exported("short_range:onnx_int8")))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    heads = set(head_nodes(model))  # float convolutions (int8-stored weights) with 2-96 output channels
+    int8_convs = []
+    for n in model.graph.node:
+        if n.op_type != "Conv" or n.name in heads:
+            continue
+        w = inits.get(producer[n.input[1]].input[0])
+        int8_convs.append(n)
+        assert w is not None and w.dtype == np.int8 and w.shape[0] % 16 == 0
+        assert w.shape[1] in (1, 3) or w.shape[1] % 16 == 0  # depthwise, the RGB stem, or aligned
+        group = next((helper.get_attribute_value(a) for a in n.attribute if a.name == "group"), 1)
+        assert group == 1 or group % 16 == 0
+    assert len(int8_convs) >= 37
+    assert not [n for n in model.graph.node if n.op_type == "Pad"]
+
+
+def test_int8_onnx_pads_run_in_8_bits(exported):
+    """Quantizing the network as trained: no residual channel pad runs in float between a DequantizeLinear and a
+    QuantizeLinear."""
+    import onnx
+
+    model = onnx.load(str(exported("short_range:onnx_int8_unaligned")))
     producer = {o: n.op_type for n in model.graph.node for o in n.output}
     pads = [n for n in model.graph.node if n.op_type == "Pad"]
     assert len(pads) == 11  # one per residual block that widens its channels
     assert all(producer.get(n.input[0]) != "DequantizeLinear" and len(n.input) == 3 for n in pads)
+
+
+def test_duplicate_initializers_are_shared():
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from blazeface.export.quantize import share_duplicate_initializers
+
+    zeros = [numpy_helper.from_array(np.zeros(4, np.int8), f"z{i}") for i in range(3)]
+    other = numpy_helper.from_array(np.array([0, 0, 0, 1], np.int8), "z3")
+    nodes = [helper.make_node("Add", [f"z{i}", "x"], [f"y{i}"]) for i in range(4)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.INT8, [4])],
+                              [helper.make_tensor_value_info(f"y{i}", TensorProto.INT8, [4]) for i in range(4)],
+                              [*zeros, other])
+    model = helper.make_model(graph)
+    assert share_duplicate_initializers(model) == 2
+    assert [i.name for i in model.graph.initializer] == ["z0", "z3"]
+    assert [n.input[0] for n in model.graph.node] == ["z0", "z0", "z0", "z3"]
+    onnx.checker.check_model(model)
 
 
 def test_integer_pads_is_the_same_function():

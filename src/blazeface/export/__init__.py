@@ -22,6 +22,9 @@ from ..registry import create_model, get_config, list_models
 from .metadata import METADATA_KEY, build_metadata
 
 FORMATS = ("onnx", "torchscript", "tflite")
+# ONNX int8 quantizes the channel-aligned graph (blazeface.inference.nchwc): the same function with every channel
+# count a multiple of this, no channel Pad, and ORT's symmetric u8s8 depthwise kernels (which need 16)
+INT8_CHANNEL_BLOCK = 16
 _SUFFIX_FORMATS = {".onnx": "onnx", ".tflite": "tflite", ".pt": "torchscript", ".ts": "torchscript"}
 
 
@@ -39,7 +42,9 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
         split_heads: TFLite only: per-head outputs (the vendor layout) instead of concatenated ones.
         weights: a ``.safetensors`` file instead of the shipped weights (needed for ``front_2019``).
         onnx_int8: keyword arguments for :func:`~blazeface.export.quantize.quantize_onnx` (ONNX int8 only), e.g.
-            ``{"weight_type": "uint8", "quant_format": "qoperator"}``.
+            ``{"weight_type": "uint8", "quant_format": "qoperator"}``, and ``channel_block``: the graph quantized
+            has its channels zero-padded to multiples of this (default :data:`INT8_CHANNEL_BLOCK`; ``None``: the
+            network as trained, with its channel ``Pad`` nodes, run in 8 bits).
     """
     output = Path(output)
     fmt = fmt or _SUFFIX_FORMATS.get(output.suffix.lower())
@@ -70,16 +75,19 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
     if fmt == "onnx":
         from .onnx_export import add_postprocess, export_raw_onnx, save_onnx, set_metadata
 
-        model_proto = export_raw_onnx(net, size)
         if int8:
             import onnx
 
+            from ..inference.nchwc import align_channels
             from .quantize import quantize_onnx
 
             assert images is not None and quant is not None
+            opts = dict(onnx_int8 or {})
+            # ONNX Runtime's fast symmetric int8 depthwise kernel needs channel counts that are multiples of 16
+            block = opts.pop("channel_block", INT8_CHANNEL_BLOCK)
             with tempfile.TemporaryDirectory() as tmp:
-                fp = save_onnx(model_proto, Path(tmp) / "float.onnx")
-                opts = dict(onnx_int8 or {})
+                fp = save_onnx(export_raw_onnx(align_channels(net, block) if block else net, size),
+                               Path(tmp) / "float.onnx")
                 quantize_onnx(fp, Path(tmp) / "int8.onnx", images, **opts)
                 model_proto = onnx.load(str(Path(tmp) / "int8.onnx"))
             signed = opts.get("weight_type", "int8") != "uint8"
@@ -87,7 +95,10 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
                           "activations": "uint8 per tensor (99.99th percentile ranges)",
                           "weights": ("int8 per output channel (symmetric" + (", 7 bits)" if opts.get("reduce_range", True) else ")")
                                       if signed else "uint8 per output channel (asymmetric)"),
-                          "head_convs": "float compute, int8 weights"})
+                          "head_convs": "float compute, int8 weights",
+                          "graph": f"channels zero-padded to multiples of {block}" if block else "as trained"})
+        else:
+            model_proto = export_raw_onnx(net, size)
         post = None
         if with_postprocess:
             add_postprocess(model_proto, config, max_detections, nms)

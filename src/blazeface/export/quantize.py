@@ -174,6 +174,67 @@ def integer_pads(model: Any) -> int:
     return done
 
 
+def share_concat_scales(model: Any) -> int:
+    """Quantize the inputs of each QDQ ``Concat`` with its output's scale and zero point (in place).
+
+    In the channel-aligned graph a widening residual block computes its two channel halves separately and
+    concatenates them; calibrated on their own, the halves get their own scales and the concatenation
+    requantizes them (a second rounding). With the output's parameters, the concatenation is exact and each
+    half is quantized once, on the range of the whole, as in the network as trained. Returns the number changed.
+    """
+    g = model.graph
+    producer = {o: n for n in g.node for o in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    done = 0
+    for cat in g.node:
+        after = consumers.get(cat.output[0], [])
+        if cat.op_type != "Concat" or len(after) != 1 or after[0].op_type != "QuantizeLinear":
+            continue
+        scale, zero = after[0].input[1], after[0].input[2]
+        pairs = []
+        for name in cat.input:
+            dq = producer.get(name)
+            q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is None or q.op_type != "QuantizeLinear" or len(consumers.get(q.output[0], [])) != 1 \
+                    or len(consumers.get(dq.output[0], [])) != 1:
+                break
+            pairs.append((q, dq))
+        else:
+            for q, dq in pairs:
+                q.input[1], q.input[2] = scale, zero
+                dq.input[1], dq.input[2] = scale, zero
+            done += 1
+    used = {i for n in g.node for i in n.input}
+    for init in [i for i in g.initializer if i.name not in used]:
+        g.initializer.remove(init)
+    return done
+
+
+def share_duplicate_initializers(model: Any) -> int:
+    """Point every use of an initializer equal to an earlier one (same type, shape and bytes: the all-zero
+    zero points and biases of the quantizer) at that one, and drop the copy (in place). Returns the number dropped."""
+    from onnx import numpy_helper
+
+    g = model.graph
+    first: dict[tuple, str] = {}
+    rename: dict[str, str] = {}
+    for init in list(g.initializer):
+        key = (init.data_type, tuple(init.dims), numpy_helper.to_array(init).tobytes())
+        if key in first:
+            rename[init.name] = first[key]
+            g.initializer.remove(init)
+        else:
+            first[key] = init.name
+    for node in g.node:
+        for i, name in enumerate(node.input):
+            if name in rename:
+                node.input[i] = rename[name]
+    return len(rename)
+
+
 def quantize_onnx(float_path: str | Path, out_path: str | Path, images: torch.Tensor,
                   weight_type: str = "int8", calibrate: str = "percentile", percentile: float = 99.99,
                   quant_format: str = "qdq", reduce_range: bool | None = None, int_pads: bool = True,
@@ -236,6 +297,8 @@ def quantize_onnx(float_path: str | Path, out_path: str | Path, images: torch.Te
     _weights_only_int8(model, {n for n in excluded if n in {p.name for p in producer.values()}})
     if int_pads:
         integer_pads(model)
+    share_concat_scales(model)
+    share_duplicate_initializers(model)
     onnx.checker.check_model(model)
     out_path = Path(out_path)
     onnx.save_model(model, str(out_path))
