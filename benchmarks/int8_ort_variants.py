@@ -13,7 +13,9 @@ in float with int8-stored weights, calibrated on the augmented ``examples/``):
   ``vpdpbusd`` sums into int32 and 8 bits are safe);
 - ``*_fdw``: the depthwise convolutions left in float (int8-stored weights), the rest as named;
 - ``*_a16``: the channel-aligned graph quantized (every channel count a multiple of 16, no channel ``Pad``:
-  ORT's symmetric u8s8 depthwise kernels need the 16); ``u8s8_qdq_rr_a16`` is the default export.
+  ORT's symmetric u8s8 depthwise kernels need the 16), the stem on 4 input channels (RGB + a zero channel:
+  the symmetric kernels need inputs in 4s) except ``u8s8_qdq_rr_a16`` (3); ``u8s8_qdq_rr_a16_rgb0`` is the
+  default export.
 
 Speed: float and every variant interleaved in one process, medians, threads 1 and 2, batch 1 and 64.
 Profile: ORT's per-node profile (1 thread, batch 1) by kind of node of the optimized graph.
@@ -44,7 +46,8 @@ VARIANTS: dict[str, dict] = {
     "u8s8_qop_rr": {"weight_type": "int8", "reduce_range": True, "quant_format": "qoperator", "channel_block": None},
     "u8s8_qop": {"weight_type": "int8", "reduce_range": False, "quant_format": "qoperator", "channel_block": None},
     "u8s8_qdq_rr_fdw": {"weight_type": "int8", "reduce_range": True, "float_depthwise": True, "channel_block": None},
-    "u8s8_qdq_rr_a16": {"weight_type": "int8", "reduce_range": True, "channel_block": 16},
+    "u8s8_qdq_rr_a16": {"weight_type": "int8", "reduce_range": True, "channel_block": 16, "stem_input_channels": 3},
+    "u8s8_qdq_rr_a16_rgb0": {"weight_type": "int8", "reduce_range": True, "channel_block": 16, "stem_input_channels": 4},
     "u8s8_qdq_a16": {"weight_type": "int8", "reduce_range": False, "channel_block": 16},
     "u8u8_qdq_a16": {"weight_type": "uint8", "channel_block": 16},
 }
@@ -76,7 +79,8 @@ def main() -> None:
                                               "speedup": {k: round(ms["float"] / v, 3) for k, v in ms.items() if k != "float"}}
                 print(threads, bs, speed[f"t{threads}_b{bs}"], flush=True)
         out["speed"] = speed
-        out["profile_us_t1_b1"] = {k: ort_profile(files[k], s) for k in ("float", "u8u8_qdq", "u8s8_qdq_rr", "u8s8_qdq_rr_a16")}
+        out["profile_us_t1_b1"] = {k: ort_profile(files[k], s) for k in ("float", "u8u8_qdq", "u8s8_qdq_rr", "u8s8_qdq_rr_a16",
+                                                                  "u8s8_qdq_rr_a16_rgb0")}
 
         sets = {"examples": images_of(ROOT / "examples"), "seed_images": images_of(SHARED / "seed_images"),
                 "wider_val_dev": images_of(SHARED / "wider_val_dev" / "images")}

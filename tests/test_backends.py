@@ -37,12 +37,13 @@ def test_raw_outputs_agree_across_backends(model, tmp_path, monkeypatch):
     assert OnnxRuntimeBackend(create_model(model)).model_path == ort.model_path
 
 
-@pytest.mark.parametrize("multiple", [8, 16])
+@pytest.mark.parametrize(("multiple", "input_channels"), [(8, 3), (16, 3), (16, 4)])
 @pytest.mark.parametrize("model", list_models())
-def test_channel_aligned_network_computes_the_same_function(model, multiple):
+def test_channel_aligned_network_computes_the_same_function(model, multiple, input_channels):
     torch.manual_seed(0)
     net = create_model(model, pretrained=False)  # random weights and biases: the added channels must stay zero
-    aligned = align_channels(net, multiple)
+    aligned = align_channels(net, multiple, input_channels)
+    assert aligned.stem[-1].in_channels == input_channels
     blocks = [m for m in aligned.modules() if isinstance(m, AlignedBlock)]
     assert len(blocks) == sum(1 for _ in net.spec.blocks) + sum(s.blocks for s in net.spec.fpn)
     for block in blocks:  # every tensor between blocks is a whole number of channel blocks

@@ -244,7 +244,7 @@ def test_int8_onnx_weights_are_small(exported):
 
 def test_int8_onnx_quantizes_the_channel_aligned_graph(exported):
     """Every int8 convolution has a multiple of 16 channels (ORT's symmetric depthwise kernels need it) and the
-    graph has no channel Pad: the widening residuals are split convolutions."""
+    graph has no residual channel Pad (the widening residuals are split convolutions); the stem sees 4 channels."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -261,11 +261,12 @@ def test_int8_onnx_quantizes_the_channel_aligned_graph(exported):
         w = inits.get(producer[n.input[1]].input[0])
         int8_convs.append(n)
         assert w is not None and w.dtype == np.int8 and w.shape[0] % 16 == 0
-        assert w.shape[1] in (1, 3) or w.shape[1] % 16 == 0  # depthwise, the RGB stem, or aligned
+        assert w.shape[1] in (1, 4) or w.shape[1] % 16 == 0  # depthwise, the stem (RGB + a zero channel), aligned
         group = next((helper.get_attribute_value(a) for a in n.attribute if a.name == "group"), 1)
         assert group == 1 or group % 16 == 0
     assert len(int8_convs) >= 37
-    assert not [n for n in model.graph.node if n.op_type == "Pad"]
+    pads = [n for n in model.graph.node if n.op_type == "Pad"]  # only the input's zero 4th channel, in uint8
+    assert len(pads) == 1 and producer[pads[0].input[0]].op_type == "QuantizeLinear" and len(pads[0].input) == 3
 
 
 def test_int8_onnx_pads_run_in_8_bits(exported):

@@ -25,6 +25,8 @@ FORMATS = ("onnx", "torchscript", "tflite")
 # ONNX int8 quantizes the channel-aligned graph (blazeface.inference.nchwc): the same function with every channel
 # count a multiple of this, no channel Pad, and ORT's symmetric u8s8 depthwise kernels (which need 16)
 INT8_CHANNEL_BLOCK = 16
+# ... and the RGB input gets a zero 4th channel in the graph (ORT's symmetric int8 kernels need inputs in 4s)
+INT8_STEM_INPUT_CHANNELS = 4
 _SUFFIX_FORMATS = {".onnx": "onnx", ".tflite": "tflite", ".pt": "torchscript", ".ts": "torchscript"}
 
 
@@ -85,9 +87,10 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
             opts = dict(onnx_int8 or {})
             # ONNX Runtime's fast symmetric int8 depthwise kernel needs channel counts that are multiples of 16
             block = opts.pop("channel_block", INT8_CHANNEL_BLOCK)
+            stem_inputs = opts.pop("stem_input_channels", INT8_STEM_INPUT_CHANNELS)
             with tempfile.TemporaryDirectory() as tmp:
-                fp = save_onnx(export_raw_onnx(align_channels(net, block) if block else net, size),
-                               Path(tmp) / "float.onnx")
+                graph = align_channels(net, block, stem_inputs) if block else net
+                fp = save_onnx(export_raw_onnx(graph, size), Path(tmp) / "float.onnx")
                 quantize_onnx(fp, Path(tmp) / "int8.onnx", images, **opts)
                 model_proto = onnx.load(str(Path(tmp) / "int8.onnx"))
             signed = opts.get("weight_type", "int8") != "uint8"

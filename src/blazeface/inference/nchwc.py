@@ -57,6 +57,17 @@ def _widen_padded(layer: PaddedConv2d, out_channels: int, in_channels: int) -> n
     return nn.Sequential(*[copy.deepcopy(p) for p in pads], _widen_conv(conv, out_channels, in_channels))
 
 
+class ChannelPad(nn.Module):
+    """Append ``extra`` zero channels: ``Tensor[B, C, H, W]`` → ``Tensor[B, C + extra, H, W]``."""
+
+    def __init__(self, extra: int) -> None:
+        super().__init__()
+        self.extra = extra
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x, (0, 0, 0, 0, 0, self.extra))
+
+
 class AlignedBlock(nn.Module):
     """:class:`BlazeBlock` on aligned tensors: ``in_channels`` in (real channels first), aligned width out."""
 
@@ -128,12 +139,14 @@ class AlignedBlazeNet(nn.Module):
     """The function of a :class:`BlazeNet` with block-aligned channels and no channel ``Pad`` (see the module
     docstring); ``forward(x: Tensor[B, 3, S, S])`` → ``(regressors [B, A, 16], logits [B, A, 1])``."""
 
-    def __init__(self, net: BlazeNet, multiple: int = 8) -> None:
+    def __init__(self, net: BlazeNet, multiple: int = 8, input_channels: int = 3) -> None:
         super().__init__()
         spec = net.spec
         self.spec = spec
         width = _aligned(spec.stem_channels, multiple)
-        self.stem = _widen_padded(net.stem, width, 3)
+        self.stem = _widen_padded(net.stem, width, input_channels)
+        if input_channels > 3:  # zero image channels appended in the graph, ignored by the stem's zero weights
+            self.stem.insert(0, ChannelPad(input_channels - 3))
         blocks = []
         widths = []
         for block in net.blocks:
@@ -167,6 +180,9 @@ def nchwc_block_size() -> int:
     return 16 if " avx512f" in flags else 8
 
 
-def align_channels(net: BlazeNet, multiple: int = 8) -> AlignedBlazeNet:
-    """``net`` as an :class:`AlignedBlazeNet` (same outputs) for export to ONNX Runtime's CPU kernels."""
-    return AlignedBlazeNet(net.cpu().eval(), multiple).eval()
+def align_channels(net: BlazeNet, multiple: int = 8, input_channels: int = 3) -> AlignedBlazeNet:
+    """``net`` as an :class:`AlignedBlazeNet` (same outputs) for export to ONNX Runtime's CPU kernels.
+
+    ``input_channels=4`` pads the RGB input with a zero channel inside the graph (ORT's symmetric int8
+    convolution kernels need a multiple of 4 input channels; its float kernels prefer 3)."""
+    return AlignedBlazeNet(net.cpu().eval(), multiple, input_channels).eval()
