@@ -37,6 +37,19 @@ def test_raw_outputs_agree_across_backends(model, tmp_path, monkeypatch):
     assert OnnxRuntimeBackend(create_model(model)).model_path == ort.model_path
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_onnxruntime_batch_in_chunks_equals_one_run(threads):
+    """A batch larger than a chunk (one after the other at 1 thread, on workers at 2): the outputs of one run."""
+    net = create_model("short_range")
+    ort = OnnxRuntimeBackend(net, threads=threads, chunk=2)
+    x = torch.rand(5, 3, 128, 128) * 2 - 1
+    reg, logits = ort(x)
+    ref_reg, ref_logits = ort._run(ort.session, x.numpy())
+    assert reg.shape == (5, 896, 16) and logits.shape == (5, 896, 1)
+    np.testing.assert_allclose(reg.numpy(), ref_reg, atol=1e-4)
+    np.testing.assert_allclose(logits.numpy(), ref_logits, atol=1e-4)
+
+
 @pytest.mark.parametrize(("multiple", "input_channels"), [(8, 3), (16, 3), (16, 4)])
 @pytest.mark.parametrize("model", list_models())
 def test_channel_aligned_network_computes_the_same_function(model, multiple, input_channels):
