@@ -50,6 +50,17 @@ def test_onnxruntime_batch_in_chunks_equals_one_run(threads):
     np.testing.assert_allclose(logits.numpy(), ref_logits, atol=1e-4)
 
 
+def test_torch_cpu_batch_in_chunks_equals_one_run():
+    backend = TorchBackend(create_model("short_range"), torch.device("cpu"))
+    x = torch.rand(5, 3, 128, 128) * 2 - 1
+    whole = backend(x)
+    backend.cpu_chunk = 2
+    chunked = backend(x)
+    for a, b in zip(whole, chunked):
+        assert a.shape == b.shape and a.shape[0] == 5
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-5)
+
+
 @pytest.mark.parametrize(("multiple", "input_channels"), [(8, 3), (16, 3), (16, 4)])
 @pytest.mark.parametrize("model", list_models())
 def test_channel_aligned_network_computes_the_same_function(model, multiple, input_channels):
