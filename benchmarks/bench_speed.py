@@ -143,21 +143,20 @@ def interleaved(contenders: dict, peer: MediaPipePeer | None, index: int, repeat
     contender's, round after round, so that a drift of the machine's speed hits every side alike. Returns the median
     ms per side and, with MediaPipe, the per-round ratios of the best contender to MediaPipe."""
     per_round = max(30, repeat // rounds)
-    # Before each block: a pause, so that the other side's idle worker threads (which spin a while after their
-    # last run) have let go of the 2 cores, and 3 untimed runs (as the peer does) to warm the caches.
-    settle_s = 0.05
+    # Before each block: 10 untimed runs (as the peer does), which also outlast the other side's idle worker
+    # threads spinning after their last run. (A pause instead lets the vCPUs idle: the first ~10 runs after
+    # 50 ms of sleep are up to 2.5x slower, so a pause plus 3 warm-up runs inflated the short blocks.)
+    warmup = 10
     samples: dict[str, list[float]] = {name: [] for name in contenders}
     peer_samples: list[float] = []
     round_ratios = []
     for _ in range(rounds):
         if peer is not None:
-            time.sleep(settle_s)
             block = peer.times(index, per_round)
             peer_samples += block
         medians = {}
         for name, fn in contenders.items():
-            time.sleep(settle_s)
-            got = timed(fn, per_round, warmup=3)
+            got = timed(fn, per_round, warmup=warmup)
             samples[name] += got
             medians[name] = statistics.median(got)
         if peer is not None:
@@ -288,7 +287,7 @@ def write_results(r: dict) -> None:
         f"`python benchmarks/bench_speed.py --mediapipe-python PATH --write`, commit `{m['commit']}`, {m['date']}, "
         f"{m['machine']}, {r['threads']} threads, torch {m['torch']}, load average at the end {m['load_average']:.2f}. "
         "Medians; every peer ran in the same run. One image: 30 rounds, each a block of 30 of MediaPipe's runs then a "
-        "block of 30 of each of ours (each block after a 50 ms pause and 3 untimed runs), so that the machine's "
+        "block of 30 of each of ours (each block after 10 untimed runs), so that the machine's "
         "drifting speed hits every side alike; the ratio column gives the ratio of the medians, then the median and "
         "the range of the 30 per-round ratios. "
         "*litert file* = this package's pipeline (letterbox, decoding, NMS, batching) running MediaPipe's own "

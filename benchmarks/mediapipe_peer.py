@@ -7,7 +7,7 @@
 Prints one JSON object: per-image median latency (ms) of ``FaceDetection.process`` on decoded RGB arrays,
 and the loop throughput. Used by ``bench_speed.py`` as a subprocess so MediaPipe's numpy<2 stays apart.
 With ``--serve`` it stays up, prints ``{"ready": ...}``, then answers each stdin line ``INDEX COUNT`` with a JSON
-list of ``COUNT`` latencies (s) of image ``INDEX`` (after 3 untimed runs), so that the caller can interleave
+list of ``COUNT`` latencies (s) of image ``INDEX`` (after 10 untimed runs), so that the caller can interleave
 short blocks of MediaPipe and of its own pipeline on a machine whose speed drifts.
 """
 import argparse
@@ -68,7 +68,7 @@ def serve(arrays: list[np.ndarray], model: int) -> None:
         print(json.dumps({"ready": mp.__version__}), flush=True)
         for line in sys.stdin:
             index, count = map(int, line.split())
-            timed(det, arrays[index], 3)
+            timed(det, arrays[index], 10)
             print(json.dumps(timed(det, arrays[index], count)), flush=True)
 
 
