@@ -314,7 +314,7 @@ def write_results(r: dict) -> None:
     case = r["cases"]["batch64x128"]
     lines += [
         "",
-        f"Batch of 64 images at 128×128, whole pipeline (images/s): "
+        "Batch of 64 images at 128×128, whole pipeline (images/s): "
         + ", ".join(f"{b} {v:.0f}" for b, v in case.items())
         + f"; TFLite interpreter on the bare network, {r['threads']} threads: {t['images_per_s']:.0f} images/s "
         f"({t['median_ms']:.2f} ms) → ratio {max(case.values()) / t['images_per_s']:.2f}.",

@@ -302,7 +302,6 @@ def test_duplicate_initializers_are_shared():
 
 def test_integer_pads_is_the_same_function():
     """Q → DQ → Pad(channels) → Q → DQ gives the same values as Q → Pad(uint8, zero point) → DQ, and zeros in the pad."""
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
