@@ -359,6 +359,10 @@ drifting speed; 2-thread ratios swing most):
   reductions (K = 24-96) and depthwise convolutions, where int8 kernels widen to 16/32 bits and requantize every
   output. VNNI (vpdpbusd: u8 x s8 products summed into int32 in one instruction, no saturation) is what makes
   int8 pay off.
+- **TFLite from the channel-aligned graph** (tried once, not taken): litert-torch converts it with 9 transposes
+  instead of 38 (none around channel pads), and XNNPACK's int8 then ran 1.45-1.52x the float file, AP easy
+  0.0825 (float 0.0844), min IoU 0.84, but 46 of 57 wider_val_dev faces matched at IoU >= 0.9 against 51 and
+  one more near-threshold flip: the speed gain (<= 8%) did not pay for the lost matches.
 - **Accuracy.** Activation ranges clip outliers: ONNX uses ORT's percentile calibrator (99.99th percentile of
   all calibration values per tensor), TFLite the 99.95th percentile per image (both chosen on wider_val_dev
   against min-max and 99.5-99.99; the calibration images are the bundled examples/ with augmentations, never
