@@ -321,7 +321,7 @@ Notes (short range; float and int8 run interleaved in one process, so the ratios
 drifting speed; 2-thread ratios swing most):
 
 - **Speed on a CPU with VNNI (this run: AVX-512 + VNNI).** int8 / float in the same runtime, 1 and 2 threads,
-  ranges over this run and two others of the same export on the same day (the machine's speed drifts by up to
+  ranges over this run and two others of the same export on the same day (the second on the same tree, the third `int8_ort_variants.py`) (the machine's speed drifts by up to
   2x between runs; within a run float and int8 alternate): onnxruntime **1.45-2.02x at batch 64 on 1 thread,
   1.79-2.08x on 2**, 1.27-1.41x at batch 1 on 1 thread and 1.42-1.74x on 2; PyTorch (FX int8, x86 kernels)
   **1.8-2.0x at batch 8 and 3.3-4.5x at batch 64**, 1.1-1.5x at batch 1; LiteRT (XNNPACK QS8) 1.28-1.50x. So
