@@ -281,6 +281,40 @@ def test_int8_onnx_pads_run_in_8_bits(exported):
     assert all(producer.get(n.input[0]) != "DequantizeLinear" and len(n.input) == 3 for n in pads)
 
 
+def test_concat_inputs_take_the_output_scale():
+    """Q(s1)/Q(s2) → DQ → Concat → Q(s3) → DQ: after share_concat_scales the inputs are quantized once, with s3,
+    so the result is exactly one rounding of the concatenation to s3."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from blazeface.export.quantize import share_concat_scales
+
+    def c(name, value):
+        return numpy_helper.from_array(np.asarray(value), name)
+
+    inits = [c("s1", np.float32(0.013)), c("s2", np.float32(0.041)), c("s3", np.float32(0.03)),
+             c("z", np.uint8(0)), c("z2", np.uint8(0)), c("z3", np.uint8(0))]
+    nodes = [helper.make_node("QuantizeLinear", ["a", "s1", "z"], ["aq"]),
+             helper.make_node("DequantizeLinear", ["aq", "s1", "z"], ["ad"]),
+             helper.make_node("QuantizeLinear", ["b", "s2", "z2"], ["bq"]),
+             helper.make_node("DequantizeLinear", ["bq", "s2", "z2"], ["bd"]),
+             helper.make_node("Concat", ["ad", "bd"], ["cat"], axis=1),
+             helper.make_node("QuantizeLinear", ["cat", "s3", "z3"], ["cq"]),
+             helper.make_node("DequantizeLinear", ["cq", "s3", "z3"], ["y"])]
+    vi = helper.make_tensor_value_info
+    graph = helper.make_graph(nodes, "g", [vi("a", TensorProto.FLOAT, [1, 2, 3, 3]), vi("b", TensorProto.FLOAT, [1, 2, 3, 3])],
+                              [vi("y", TensorProto.FLOAT, [1, 4, 3, 3])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    rng = np.random.default_rng(0)
+    a, b = (rng.uniform(0, 3, (1, 2, 3, 3)).astype(np.float32) for _ in range(2))
+    assert share_concat_scales(model) == 1
+    assert {i.name for i in model.graph.initializer} == {"s3", "z3"}  # the inputs' own parameters are dropped
+    y = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"a": a, "b": b})[0]
+    once = np.clip(np.round(np.concatenate([a, b], 1) / 0.03), 0, 255) * np.float32(0.03)
+    np.testing.assert_allclose(y, once, atol=1e-6)
+
+
 def test_duplicate_initializers_are_shared():
     import onnx
     from onnx import TensorProto, helper, numpy_helper
