@@ -46,7 +46,8 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
         onnx_int8: keyword arguments for :func:`~blazeface.export.quantize.quantize_onnx` (ONNX int8 only), e.g.
             ``{"weight_type": "uint8", "quant_format": "qoperator"}``, and ``channel_block``: the graph quantized
             has its channels zero-padded to multiples of this (default :data:`INT8_CHANNEL_BLOCK`; ``None``: the
-            network as trained, with its channel ``Pad`` nodes, run in 8 bits).
+            network as trained, with its channel ``Pad`` nodes, run in 8 bits), and ``stem_input_channels``
+            (default :data:`INT8_STEM_INPUT_CHANNELS`: the RGB input plus a zero channel, in the graph).
     """
     output = Path(output)
     fmt = fmt or _SUFFIX_FORMATS.get(output.suffix.lower())
