@@ -48,6 +48,8 @@ VARIANTS: dict[str, dict] = {
     "u8s8_qdq_rr_fdw": {"weight_type": "int8", "reduce_range": True, "float_depthwise": True, "channel_block": None},
     "u8s8_qdq_rr_a16": {"weight_type": "int8", "reduce_range": True, "channel_block": 16, "stem_input_channels": 3},
     "u8s8_qdq_rr_a16_rgb0": {"weight_type": "int8", "reduce_range": True, "channel_block": 16, "stem_input_channels": 4},
+    "u8s8_qdq_rr_a16_rgb0_tail3": {"weight_type": "int8", "reduce_range": True, "channel_block": 16,
+                                   "stem_input_channels": 4, "float_tail": 3},
     "u8s8_qdq_a16": {"weight_type": "int8", "reduce_range": False, "channel_block": 16},
     "u8u8_qdq_a16": {"weight_type": "uint8", "channel_block": 16},
 }

@@ -8,7 +8,7 @@ import pytest
 
 from blazeface.cli import main
 from blazeface.eval import (GroundTruth, GroundTruthImage, box_iou_xywh, evaluate, read_annotations_json,
-                            read_coco, read_coco_results, read_detections, read_jsonl, read_mediapipe_json,
+                            read_coco, read_detections, read_jsonl, read_mediapipe_json,
                             read_wider_mat, read_wider_txt, voc_ap)
 from blazeface.eval.fddb import Ellipse, ellipse_rect_iou, evaluate_fddb, read_fddb_detections, read_fddb_ellipses
 

@@ -182,19 +182,22 @@ def test_onnx_with_postprocess_runs_in_plain_onnxruntime(exported, tmp_path):
     assert total >= 8  # 4 examples + 1 + 3 + 4 seed faces, less the profile
 
 
-@pytest.mark.parametrize("kind", ["onnx_int8", "tflite_int8"])
-def test_int8_finds_the_same_faces_as_float(exported, kind):
+@pytest.mark.parametrize(("model", "kind"), [("short_range", "onnx_int8"), ("short_range", "tflite_int8"),
+                                           ("back", "onnx_int8")])
+def test_int8_finds_the_same_faces_as_float(exported, model, kind):
     """Every face float finds clearly (score ≥ threshold + 0.1) int8 finds too, and the other way round, at IoU ≥ 0.9.
     Faces scoring within 0.1 of the threshold may flip (int8 moves scores by up to ~0.1 on the seed images)."""
     if kind == "tflite_int8":
         pytest.importorskip("litert_torch")
-    path = exported(f"short_range:{kind}")
+    path = exported(f"{model}:{kind}")
     backend = load_backend(path)
     assert backend.metadata["quantization"]["int8"] is True
     images = _examples() + _seeds()
-    ref = FaceDetector("short_range", device="cpu")(images)
+    ref = FaceDetector(model, device="cpu")(images)
     got = FaceDetector(path, device="cpu")(images)
-    clear = FaceDetector("short_range", device="cpu").min_score + 0.1
+    clear = FaceDetector(model, device="cpu").min_score + 0.1
+    # back's int8 localizes less well (its worst clear seed face sits at IoU 0.90; benchmarks/RESULTS.md)
+    iou_min = 0.9 if model == "short_range" else 0.85
     faces = 0
     for p, a, b in zip(images, ref, got):
         for x, y in ((a, b), (b, a)):
@@ -202,7 +205,7 @@ def test_int8_finds_the_same_faces_as_float(exported, kind):
             if len(sure):
                 assert len(y), p.name
                 iou = box_iou(torch.from_numpy(sure.xyxy), torch.from_numpy(y.xyxy))
-                assert float(iou.max(1).values.min()) >= 0.9, p.name
+                assert float(iou.max(1).values.min()) >= iou_min, p.name
         faces += int((a.scores >= clear).sum())
     assert faces >= 6
     assert sum(len(a) for a in ref[:4]) == sum(len(b) for b in got[:4]) == 4  # one face per example photo

@@ -31,6 +31,8 @@ class ModelConfig:
     ``min_suppression`` are the graph's ``min_score_thresh`` and weighted-NMS IoU threshold.
     ``weights`` names a ``.safetensors`` file inside the package (``None``: not shipped), produced
     by :func:`blazeface.convert.convert_tflite` from ``source_file`` (sha256 ``source_sha256``).
+    ``int8_float_tail``: ONNX int8 keeps this many nodes upstream of the heads' inputs in float (see
+    :func:`blazeface.export.quantize.head_feeding_nodes`).
     """
 
     name: str
@@ -46,6 +48,7 @@ class ModelConfig:
     source_file: str | None = None
     source_sha256: str | None = None
     license: str = "Apache-2.0"
+    int8_float_tail: int = 0
 
     @property
     def input_size(self) -> int:

@@ -89,6 +89,7 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
             # ONNX Runtime's fast symmetric int8 depthwise kernel needs channel counts that are multiples of 16
             block = opts.pop("channel_block", INT8_CHANNEL_BLOCK)
             stem_inputs = opts.pop("stem_input_channels", INT8_STEM_INPUT_CHANNELS)
+            opts.setdefault("float_tail", config.int8_float_tail)
             with tempfile.TemporaryDirectory() as tmp:
                 graph = align_channels(net, block, stem_inputs) if block else net
                 fp = save_onnx(export_raw_onnx(graph, size), Path(tmp) / "float.onnx")
@@ -100,7 +101,8 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
                           "weights": ("int8 per output channel (symmetric" + (", 7 bits)" if opts.get("reduce_range", True) else ")")
                                       if signed else "uint8 per output channel (asymmetric)"),
                           "head_convs": "float compute, int8 weights",
-                          "graph": f"channels zero-padded to multiples of {block}" if block else "as trained"})
+                          "graph": f"channels zero-padded to multiples of {block}" if block else "as trained",
+                          "float_tail": opts["float_tail"]})
         else:
             model_proto = export_raw_onnx(net, size)
         post = None

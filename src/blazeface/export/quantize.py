@@ -97,6 +97,26 @@ def head_nodes(model: Any) -> list[str]:
     return seen
 
 
+def head_feeding_nodes(model: Any, depth: int) -> list[str]:
+    """Names of the nodes up to ``depth`` steps upstream of the head convolutions' inputs (``depth=3``: the
+    last convolution, residual ``Add`` and ``ReLU`` of each block a head reads), to keep in float."""
+    if depth <= 0:
+        return []
+    heads = set(head_nodes(model))
+    producer = {o: n for n in model.graph.node for o in n.output}
+    frontier = [producer[n.input[0]] for n in model.graph.node if n.name in heads and n.op_type == "Conv"
+                and n.input[0] in producer]
+    names: list[str] = []
+    for _ in range(depth):
+        upstream = []
+        for node in frontier:
+            if node.name not in names:
+                names.append(node.name)
+                upstream += [producer[i] for i in node.input if i in producer]
+        frontier = upstream
+    return names
+
+
 def depthwise_nodes(model: Any) -> list[str]:
     """Names of the depthwise ``Conv`` nodes (``group`` > 1)."""
     from onnx import helper
@@ -238,7 +258,7 @@ def share_duplicate_initializers(model: Any) -> int:
 def quantize_onnx(float_path: str | Path, out_path: str | Path, images: torch.Tensor,
                   weight_type: str = "int8", calibrate: str = "percentile", percentile: float = 99.99,
                   quant_format: str = "qdq", reduce_range: bool | None = None, int_pads: bool = True,
-                  float_depthwise: bool = False) -> Path:
+                  float_depthwise: bool = False, float_tail: int = 0) -> Path:
     """ONNX Runtime static 8-bit (QDQ), per-channel weights, calibrated on ``images [N, 3, S, S]``.
 
     Activation ranges: by default the ``percentile`` of all calibration values per tensor (outliers
@@ -252,7 +272,8 @@ def quantize_onnx(float_path: str | Path, out_path: str | Path, images: torch.Te
     The head convolutions run in float with int8-stored weights. ``quant_format="qoperator"`` writes ORT's
     fused ``QLinear*`` nodes instead of QDQ pairs; ``reduce_range`` (default: for ``"int8"`` weights) stores
     weights in 7 bits. ``float_depthwise=True`` leaves the depthwise convolutions in float (int8-stored
-    weights): measured no faster and less accurate, kept for the benchmark.
+    weights): measured no faster and less accurate, kept for the benchmark. ``float_tail``: the nodes that many
+    steps upstream of the heads' inputs stay float (:func:`head_feeding_nodes`; the back model needs 6).
     The QDQ channel pads of the residuals run in 8 bits (:func:`integer_pads`; ``int_pads=False``: in float).
     """
     try:
@@ -281,7 +302,7 @@ def quantize_onnx(float_path: str | Path, out_path: str | Path, images: torch.Te
         quant_pre_process(str(float_path), str(pre), skip_symbolic_shape=True)
         pre_model = onnx.load(str(pre))
         heads = head_nodes(pre_model)
-        excluded = heads + (depthwise_nodes(pre_model) if float_depthwise else [])
+        excluded = heads + (depthwise_nodes(pre_model) if float_depthwise else []) + head_feeding_nodes(pre_model, float_tail)
         qtmp = Path(tmp) / "q.onnx"
         with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print progress
             quantize_static(
