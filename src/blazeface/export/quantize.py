@@ -151,6 +151,16 @@ def _weights_only_int8(model: Any, conv_names: set[str]) -> None:
         model.graph.node.insert(0, n)
 
 
+def _producers_and_consumers(graph: Any) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """The node writing each tensor, and the nodes reading it."""
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    return producer, consumers
+
+
 def integer_pads(model: Any) -> int:
     """Run QDQ ``DequantizeLinear → Pad → QuantizeLinear`` chains as one 8-bit ``Pad`` (in place).
 
@@ -162,11 +172,7 @@ def integer_pads(model: Any) -> int:
 
     g = model.graph
     inits = {i.name: i for i in g.initializer}
-    producer = {o: n for n in g.node for o in n.output}
-    consumers: dict[str, list[Any]] = {}
-    for n in g.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    producer, consumers = _producers_and_consumers(g)
 
     def same(a: str, b: str) -> bool:
         return a in inits and b in inits and np.array_equal(numpy_helper.to_array(inits[a]),
@@ -203,11 +209,7 @@ def share_concat_scales(model: Any) -> int:
     half is quantized once, on the range of the whole, as in the network as trained. Returns the number changed.
     """
     g = model.graph
-    producer = {o: n for n in g.node for o in n.output}
-    consumers: dict[str, list[Any]] = {}
-    for n in g.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    producer, consumers = _producers_and_consumers(g)
     done = 0
     for cat in g.node:
         after = consumers.get(cat.output[0], [])

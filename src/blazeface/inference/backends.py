@@ -98,11 +98,11 @@ def export_onnx(net: nn.Module, path: str | Path) -> Path:
     return path
 
 
-def run_in_parts(pool: Executor, run: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], batch: np.ndarray,
-                 parts: Iterable[slice | np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """``run`` (a single-threaded network call) on each part of ``batch`` in ``pool``; the two outputs of the parts
-    concatenated in order."""
-    done = list(pool.map(lambda part: run(batch[part]), parts))
+def run_in_parts(pool: Executor | None, run: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+                 batch: np.ndarray, parts: Iterable[slice | np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """``run`` (a single-threaded network call) on each part of ``batch`` in ``pool`` (``None``: one after the
+    other in this thread); the two outputs of the parts concatenated in order."""
+    done = list((pool.map if pool is not None else map)(lambda part: run(batch[part]), parts))
     return np.concatenate([d[0] for d in done]), np.concatenate([d[1] for d in done])
 
 
@@ -181,13 +181,10 @@ class OnnxRuntimeBackend:
         x = np.ascontiguousarray(x, dtype=np.float32)
         if len(x) <= self.chunk:
             reg, logits = self._run(self.session, x)
-        elif self.threads == 1:  # chunk by chunk: one large batch thrashes the cache (2x slower per image at 64)
-            parts = [self._run(self.session, x[i:i + self.chunk]) for i in range(0, len(x), self.chunk)]
-            reg, logits = (np.concatenate([p[k] for p in parts]) for k in (0, 1))
-        else:
-            from concurrent.futures import ThreadPoolExecutor
+        else:  # chunks: on worker threads, or one after the other at 1 thread (one large run thrashes the cache)
+            if self._pool is None and self.threads > 1:
+                from concurrent.futures import ThreadPoolExecutor
 
-            if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="blazeface-ort")
             reg, logits = run_in_parts(self._pool, self.run_single_threaded, x,  # type: ignore[arg-type]
                                        [slice(i, i + self.chunk) for i in range(0, len(x), self.chunk)])
