@@ -224,7 +224,40 @@ def images_of(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
 
 
-def bench_model(name: str, tmp: Path, repeats: int, with_tflite: bool) -> dict:
+def raw_logit_errors(path: Path, name: str, images: torch.Tensor) -> dict:
+    """int8 - float of the raw network on ``images``: logits at anchors near faces (float logit > -2) and the
+    regressors' mean absolute error in input pixels, weighted by the float score."""
+    import onnxruntime as ort
+
+    from blazeface import create_model
+
+    with torch.inference_mode():
+        f_reg, f_log = [t.numpy() for t in create_model(name).eval()(images)]
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    q_reg, q_log = sess.run(None, {"input": images.numpy()})
+    d = (q_log - f_log)[f_log > -2]
+    w = 1 / (1 + np.exp(-f_log[..., 0].clip(-50, 50)))
+    reg = float((np.abs(q_reg - f_reg).mean(-1) * w).sum() / w.sum())
+    return {"anchors": int(d.size), "logit_error_mean": round(float(d.mean()), 4), "logit_error_std": round(float(d.std()), 4),
+            "logit_error_abs": round(float(np.abs(d).mean()), 4), "regressor_error_px": round(reg, 4)}
+
+
+def noise_floor(name: str, files: list[Path], ref: list, seeds: int = 3) -> list[dict]:
+    """What float itself changes under ±1 grey level of noise: ``match`` of the clean float faces against float's
+    faces on the noisy images, per noise seed (how many near-threshold flips are no worse than invisible noise)."""
+    from blazeface.io import read_image
+
+    det = FaceDetector(name, device="cpu")
+    images = [read_image(p) for p in files]
+    out = []
+    for seed in range(seeds):
+        rng = np.random.default_rng(seed)
+        noisy = [np.clip(im.astype(np.int16) + rng.integers(-1, 2, im.shape), 0, 255).astype(np.uint8) for im in images]
+        out.append(match(ref, det(noisy), det.min_score))
+    return out
+
+
+def bench_model(name: str, tmp: Path, repeats: int, with_tflite: bool, qat_steps: int = 0) -> dict:
     cfg = get_config(name)
     s = cfg.input_size
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
@@ -233,6 +266,10 @@ def bench_model(name: str, tmp: Path, repeats: int, with_tflite: bool) -> dict:
         "onnx_float": export_model(name, "onnx", tmp / f"{name}.onnx"),
         "onnx_int8": export_model(name, "onnx", tmp / f"{name}_int8.onnx", int8=True),
     }
+    if qat_steps:  # the same graph after quantization-aware fine-tuning (blazeface.export.qat): same speed
+        t0 = time.perf_counter()
+        files["onnx_int8_qat"] = export_model(name, "onnx", tmp / f"{name}_int8_qat.onnx", int8=True, qat_steps=qat_steps)
+        out["qat"] = {"steps": qat_steps, "seconds": round(time.perf_counter() - t0, 1)}
     if with_tflite:
         files["tflite_float"] = export_model(name, "tflite", tmp / f"{name}.tflite")
         files["tflite_int8"] = export_model(name, "tflite", tmp / f"{name}_int8.tflite", int8=True)
@@ -312,6 +349,12 @@ def bench_model(name: str, tmp: Path, repeats: int, with_tflite: bool) -> dict:
                                              zip(sets["wider_val_dev"], low)}, st), 4)
                      for st in ("easy", "medium", "hard")}
         acc[key] = res
+    from blazeface.export.quantize import calibration_images
+
+    wider_inputs = calibration_images(SHARED / "wider_val_dev" / "images", s, augment=False)
+    acc["wider_val_dev_raw_errors"] = {k: raw_logit_errors(p, name, wider_inputs) for k, p in files.items()
+                                       if k.startswith("onnx_int8")}
+    acc["float_noise_floor"] = noise_floor(name, sets["wider_val_dev"], ref["wider_val_dev"])
     out["accuracy"] = acc
     return out
 
@@ -440,14 +483,29 @@ def write_results(results: list[dict], path: Path) -> None:
         lines.append("|---|---|---|---|---|")
         fap = r["accuracy"]["float_pytorch_AP"]
         lines.append(f"| PyTorch float | | | | {fap['easy']} / {fap['medium']} / {fap['hard']} |")
+        extra = ("float_pytorch_AP", "wider_val_dev_raw_errors", "float_noise_floor")
         for k, v in r["accuracy"].items():
-            if k == "float_pytorch_AP":
+            if k in extra:
                 continue
             cells = [f"{v[s]['faces']} / {v[s]['int8_faces']} / {v[s]['pairs']} / {v[s]['matched']} / "
                      f"{v[s]['flips']} ({v[s]['near_threshold_flips']}) / {v[s]['images_differing']} / {v[s]['min_iou']}"
                      for s in ("examples", "seed_images", "wider_val_dev")]
             ap = v["AP"]
             lines.append(f"| {k} | " + " | ".join(cells) + f" | {ap['easy']} / {ap['medium']} / {ap['hard']} |")
+        for m in r["accuracy"].get("float_noise_floor", []):
+            lines.append(f"| float, ±1 grey level noise | | | {m['faces']} / {m['int8_faces']} / {m['pairs']} / {m['matched']} / "
+                         f"{m['flips']} ({m['near_threshold_flips']}) / {m['images_differing']} / {m['min_iou']} | |")
+        raw = r["accuracy"].get("wider_val_dev_raw_errors")
+        if raw:
+            lines.append("")
+            lines.append("Raw network on wider_val_dev (whole image letterboxed), int8 − float: logits at anchors near faces "
+                         "(float logit > −2) and regressors weighted by the float score:")
+            lines.append("")
+            lines.append("| file | anchors | logit error mean | std | mean abs | regressors, px |")
+            lines.append("|---|---|---|---|---|---|")
+            for k, e in raw.items():
+                lines.append(f"| {k} | {e['anchors']} | {e['logit_error_mean']:+} | {e['logit_error_std']} | "
+                             f"{e['logit_error_abs']} | {e['regressor_error_px']} |")
         lines.append("")
         lines.append("wider_val_dev flips, `[image, score, the other's score at that face or None]` (threshold "
                      f"{r.get('threshold', 0.5)}):")
@@ -476,6 +534,8 @@ def main() -> None:
     ap.add_argument("--no-tflite", action="store_true", help="skip the litert-torch exports")
     ap.add_argument("--write-results", action="store_true", help="write the section of benchmarks/RESULTS.md")
     ap.add_argument("--json", help="also write the raw results here")
+    ap.add_argument("--qat-steps", type=int, default=600,
+                    help="also export int8 after this many steps of quantization-aware fine-tuning (0: skip)")
     ap.add_argument("--render", metavar="JSON", help="only write RESULTS.md from the raw results of an earlier run")
     args = ap.parse_args()
     if args.render:
@@ -489,7 +549,7 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            r = bench_model(name, Path(tmp), args.repeats, with_tflite)
+            r = bench_model(name, Path(tmp), args.repeats, with_tflite, args.qat_steps)
             print(json.dumps(r, indent=1), flush=True)
             results.append(r)
     if args.json:

@@ -1,0 +1,260 @@
+"""Quantization-aware fine-tuning for the ONNX Runtime int8 export.
+
+Post-training int8 moves the logits of small, near-threshold faces by ±0.15: enough to flip a face whose float
+score sits near the threshold. Here the float network is fine-tuned while it *sees* ONNX Runtime's rounding,
+then exported and quantized as usual (:func:`~blazeface.export.quantize.quantize_onnx`).
+
+:func:`fake_quantize` wraps a network in the rounding of the QDQ graph that ``quantize_onnx`` writes:
+
+- weights per output channel, symmetric, in ``[-64, 64]`` (ORT's int8 with ``reduce_range``); the head
+  convolutions' weights in ``[-127, 127]`` (stored int8, computed in float);
+- activations uint8 per tensor, asymmetric, the range ORT's percentile calibrator picks (the 99.99th percentile:
+  0.005 % cut on each side, clamped to include 0), at the tensors ORT quantizes: the network input, every
+  convolution and residual sum, and the output of a ReLU in place of its input (ORT folds the ReLU into the
+  range); max-pools and channel pads keep their input's rounding; the heads' outputs stay float.
+
+:func:`qat_finetune_onnx` distils the float network into that fake-quantized copy on unlabeled images (the
+float network's own outputs are the targets) and returns a float network with the fine-tuned weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import operator
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+from torch.nn.utils import parametrize
+
+WEIGHT_QMAX = 64  # ORT's symmetric int8 weights with reduce_range
+HEAD_WEIGHT_QMAX = 127  # the head convolutions' int8-stored weights (_weights_only_int8)
+ACTIVATION_PERCENTILE = 99.99  # quantize_onnx's default
+
+
+class WeightFakeQuant(nn.Module):
+    """Parametrization: per-output-channel symmetric rounding of a convolution's weight ``[O, I, kh, kw]``."""
+
+    def __init__(self, qmax: int) -> None:
+        super().__init__()
+        self.qmax = qmax
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        scale = (weight.detach().abs().amax(dim=(1, 2, 3)) / self.qmax).clamp_min(1e-12)
+        zero = torch.zeros(weight.shape[0], dtype=torch.int32, device=weight.device)
+        return torch.fake_quantize_per_channel_affine(weight, scale, zero, 0, -self.qmax, self.qmax)
+
+
+class ActivationFakeQuant(nn.Module):
+    """uint8 per-tensor rounding with a calibrated range ``[low, high]`` (straight-through gradients).
+
+    While ``observing`` it records the extreme values it sees and passes them through unchanged;
+    :meth:`calibrate` then sets the range to the percentiles of all values seen, as ORT's calibrator does.
+    """
+
+    def __init__(self, min_percentile: float = ACTIVATION_PERCENTILE) -> None:
+        super().__init__()
+        self.max_cut = (100.0 - min_percentile) / 200.0
+        self.register_buffer("low", torch.tensor(0.0))
+        self.register_buffer("high", torch.tensor(0.0))
+        self.observing = False
+        self.enabled = True
+        self._reset()
+
+    def _reset(self) -> None:
+        self._seen = 0
+        self._highs: list[torch.Tensor] = []
+        self._lows: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.observing:
+            flat = x.detach().flatten().float()
+            # the values beyond any percentile >= 99.99 of up to 64 such batches: exact quantiles for calibrate()
+            m = min(flat.numel(), math.ceil(64 * self.max_cut * flat.numel()) + 1)
+            self._seen += flat.numel()
+            self._highs.append(flat.topk(m).values.cpu())
+            self._lows.append((-flat).topk(m).values.neg().cpu())
+            return x
+        if not self.enabled:
+            return x
+        low, high = self.low.clamp(max=0.0), self.high.clamp(min=0.0)
+        scale = ((high - low) / 255.0).clamp_min(1e-8)
+        zero = torch.clamp(torch.round(-low / scale), 0, 255).to(torch.int32)
+        return torch.fake_quantize_per_tensor_affine(x, scale.reshape(1), zero.reshape(1), 0, 255)
+
+    def calibrate(self, percentile: float = ACTIVATION_PERCENTILE) -> None:
+        """Set ``[low, high]`` from the recorded values (0.5·(100 − percentile) % cut on each side)."""
+        if not self._seen:
+            raise RuntimeError("no values observed: run the network with observing=True first")
+        cut = (100.0 - percentile) / 200.0
+        if cut > self.max_cut:
+            raise ValueError(f"percentile {percentile} is below this quantizer's min_percentile {100 - 200 * self.max_cut}")
+        k = max(1, int(round(cut * self._seen)))
+        self.high.fill_(float(torch.cat(self._highs).topk(k).values[-1]))
+        self.low.fill_(float(torch.cat(self._lows).neg().topk(k).values[-1].neg()))
+        self._reset()
+
+
+_QUANTIZED_CALLS = {operator.add, torch.add, F.relu, torch.relu, torch.cat, F.interpolate}
+_RELUS = {F.relu, torch.relu}
+_PASS_THROUGH_MODULES = (nn.MaxPool2d, nn.ZeroPad2d, nn.Identity, nn.Sequential)
+
+
+def _is_relu(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    return (node.op == "call_function" and node.target in _RELUS) or (
+        node.op == "call_module" and isinstance(modules[str(node.target)], nn.ReLU))
+
+
+def _quantized_output(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if node.op == "placeholder":
+        return True
+    if node.op == "call_module":
+        return isinstance(modules[str(node.target)], (nn.Conv2d, nn.ReLU))
+    return node.op == "call_function" and node.target in _QUANTIZED_CALLS
+
+
+class _Tracer(fx.Tracer):
+    """Traces down to convolutions; the heads (regressors, classifiers) stay one leaf each."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return qualname.startswith(("regressors.", "classifiers.")) and qualname.count(".") == 1 or \
+            super().is_leaf_module(m, qualname)
+
+
+def fake_quantize(net: nn.Module) -> fx.GraphModule:
+    """A copy of ``net`` with ONNX Runtime's int8 rounding (see the module docstring); ranges still unset.
+
+    Calibrate them with :func:`calibrate_activations` before use. Gradients pass straight through the
+    rounding, so the copy can be fine-tuned; its parameters are the float weights.
+    """
+    net = copy.deepcopy(net)
+    graph = _Tracer().trace(net)
+    gm = fx.GraphModule(net, graph)
+    modules = dict(gm.named_modules())
+    heads = {n for n in modules if n.startswith(("regressors.", "classifiers.")) and n.count(".") == 1}
+    float_nodes: set[fx.Node] = set()  # the heads and everything after them stay float
+    for node in gm.graph.nodes:
+        if (node.op == "call_module" and str(node.target) in heads) or any(a in float_nodes for a in node.all_input_nodes):
+            float_nodes.add(node)
+    count = 0
+    for node in list(gm.graph.nodes):
+        if node in float_nodes or not _quantized_output(node, modules):
+            continue
+        users = list(node.users)
+        if len(users) == 1 and _is_relu(users[0], modules):
+            continue  # ORT folds the ReLU into this tensor's range: the ReLU's output is quantized instead
+        name = f"act_fq_{count}"
+        count += 1
+        gm.add_submodule(name, ActivationFakeQuant())
+        with gm.graph.inserting_after(node):
+            fq = gm.graph.call_module(name, (node,))
+        node.replace_all_uses_with(fq, delete_user_cb=lambda user, fq=fq: user is not fq)
+    gm.graph.lint()
+    gm.recompile()
+    for name, module in gm.named_modules():
+        if isinstance(module, nn.Conv2d):
+            in_head = any(name.startswith(h + ".") for h in heads)
+            parametrize.register_parametrization(module, "weight",
+                                                 WeightFakeQuant(HEAD_WEIGHT_QMAX if in_head else WEIGHT_QMAX))
+    return gm
+
+
+def activation_quantizers(model: nn.Module) -> list[ActivationFakeQuant]:
+    return [m for m in model.modules() if isinstance(m, ActivationFakeQuant)]
+
+
+@torch.no_grad()
+def calibrate_activations(model: nn.Module, images: torch.Tensor, percentile: float = ACTIVATION_PERCENTILE,
+                          batch_size: int = 16) -> None:
+    """Set every activation range of a :func:`fake_quantize` model from ``images [N, 3, S, S]``."""
+    quantizers = activation_quantizers(model)
+    was_training = model.training
+    model.eval()
+    for q in quantizers:
+        q.observing = True
+    try:
+        for start in range(0, len(images), batch_size):
+            model(images[start:start + batch_size])
+    finally:
+        for q in quantizers:
+            q.observing = False
+    for q in quantizers:
+        q.calibrate(percentile)
+    model.train(was_training)
+
+
+def float_network(model: fx.GraphModule, template: nn.Module) -> nn.Module:
+    """``template`` (the float network ``model`` was made from) with ``model``'s fine-tuned float weights."""
+    net = copy.deepcopy(template)
+    state = {}
+    for key, value in model.state_dict().items():
+        if key.endswith("parametrizations.weight.original"):
+            key = key.replace("parametrizations.weight.original", "weight")
+        state[key] = value
+    expected = net.state_dict().keys()
+    net.load_state_dict({k: v for k, v in state.items() if k in expected})
+    return net
+
+
+def distillation_loss(student: tuple[torch.Tensor, torch.Tensor], teacher: tuple[torch.Tensor, torch.Tensor],
+                      box_scale: float = 1.0) -> torch.Tensor:
+    """The student's distance to the float network's outputs ``(regressors [B, A, 16], logits [B, A, 1])``.
+
+    Logits: L1 on values clamped to ±20, weighted 11× more near 0 (the faces a threshold can flip) than far; regressors
+    (input pixels): L1 weighted by the float score, times ``box_scale``.
+    """
+    reg, log = student
+    t_reg, t_log = teacher
+    t_log = t_log.clamp(-20, 20)
+    near = 0.1 + torch.exp(-0.5 * (t_log / 3.0) ** 2)
+    logit_loss = (near * (log.clamp(-20, 20) - t_log).abs()).mean()
+    score = torch.sigmoid(t_log)
+    box_loss = (score * (reg - t_reg).abs()).sum() / score.sum().clamp_min(1.0) / reg.shape[-1]
+    return logit_loss + box_scale * box_loss
+
+
+def jitter(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random mirror and brightness/contrast of a batch in [-1, 1] (the same for every pixel of an image)."""
+    b = images.shape[0]
+    flip = torch.rand(b, generator=generator) < 0.5
+    x = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
+    gain = 1.0 + 0.3 * (torch.rand(b, 1, 1, 1, generator=generator) * 2 - 1)
+    bias = 0.2 * (torch.rand(b, 1, 1, 1, generator=generator) * 2 - 1)
+    return (x * gain + bias).clamp(-1, 1)
+
+
+def qat_finetune_onnx(net: nn.Module, images: torch.Tensor, steps: int = 600, lr: float = 1e-4,
+                      batch_size: int = 16, seed: int = 0, percentile: float = ACTIVATION_PERCENTILE,
+                      recalibrate_every: int = 100, box_scale: float = 1.0,
+                      log: Callable[[int, float], None] | None = None) -> nn.Module:
+    """Fine-tune ``net`` (float, already equalized) under ONNX Runtime's int8 rounding; returns a float copy.
+
+    ``images [N, 3, S, S]`` in [-1, 1] (e.g. :func:`~blazeface.export.quantize.calibration_images`) are the
+    training inputs, jittered; the targets are ``net``'s own float outputs (:func:`distillation_loss`), so no
+    labels are needed. Activation ranges are calibrated on ``images`` first and again every
+    ``recalibrate_every`` steps. ``log(step, loss)`` is called every 25 steps.
+    """
+    teacher = copy.deepcopy(net).eval()
+    student = fake_quantize(net)
+    calibrate_activations(student, images, percentile)
+    opt = torch.optim.Adam(student.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
+    gen = torch.Generator().manual_seed(seed)
+    student.train()
+    for step in range(steps):
+        if step and recalibrate_every and step % recalibrate_every == 0:
+            calibrate_activations(student, images, percentile)
+        x = jitter(images[torch.randint(len(images), (batch_size,), generator=gen)], gen)
+        with torch.no_grad():
+            target = teacher(x)
+        loss = distillation_loss(student(x), target, box_scale)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if log is not None and step % 25 == 0:
+            log(step, float(loss.detach()))
+    student.eval()
+    return float_network(student, net).eval()

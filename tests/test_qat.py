@@ -1,0 +1,144 @@
+"""Quantization-aware fine-tuning for ONNX Runtime's int8 (issue 6): the fake-quantized network rounds where
+ONNX Runtime's QDQ graph does, by hand-checked numbers and against onnxruntime itself; fine-tuning brings its
+outputs closer to float."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from blazeface import create_model
+from blazeface.export.qat import (ActivationFakeQuant, WeightFakeQuant, activation_quantizers, calibrate_activations,
+                                  distillation_loss, fake_quantize, float_network, qat_finetune_onnx)
+from blazeface.export.quantize import calibration_images, prepare_for_int8
+
+from .conftest import shared
+
+
+@pytest.fixture(scope="module")
+def short_range():
+    net = create_model("short_range").eval()
+    images = calibration_images(None, 128)
+    return prepare_for_int8(net, images), images
+
+
+def test_weight_rounding_per_output_channel():
+    w = torch.tensor([[0.5, -1.0, 0.26], [0.01, 0.02, -0.04]]).view(2, 3, 1, 1)
+    q = WeightFakeQuant(64)(w).view(2, 3)
+    # channel 0: step 1/64 (max |w| = 1.0 → 64); 0.26·64 = 16.64 → 17; channel 1: step 0.04/64
+    assert torch.allclose(q[0], torch.tensor([0.5, -1.0, 17 / 64]))
+    assert torch.allclose(q[1], torch.tensor([16, 32, -64]) * (0.04 / 64))
+
+
+def test_activation_range_is_the_percentile_of_all_values_seen():
+    fq = ActivationFakeQuant(min_percentile=99.0)
+    fq.observing = True
+    values = torch.arange(10000, dtype=torch.float32) - 2000  # -2000 … 7999, in two batches
+    fq(values[:5000].view(1, 1, 50, 100))
+    fq(values[5000:].view(1, 1, 50, 100))
+    fq.observing = False
+    fq.calibrate(99.0)  # 0.5 % = 50 values cut on each side
+    assert float(fq.low) == -1951.0 and float(fq.high) == 7950.0
+    # uint8 rounding over [-1951, 7950]: step 9901/255, zero point round(1951/step) = 50
+    step = 9901 / 255
+    x = torch.tensor([0.0, 100.0, 9000.0, -3000.0])
+    expected = (torch.tensor([50, 53, 255, 0]) - 50) * step
+    assert torch.allclose(fq(x), expected, rtol=1e-5)
+
+
+def test_fake_quantized_short_range_rounds_where_onnx_runtime_does(short_range):
+    """Quantized tensors, counted by hand: the input, the stem's ReLU, and per BlazeBlock (16, all single) the
+    depthwise output, the 1×1 output and the residual ReLU: 2 + 16 × 3. The heads and outputs stay float."""
+    net, _ = short_range
+    fq = fake_quantize(net)
+    assert len(activation_quantizers(fq)) == 2 + 16 * 3
+    weights = {n: m for n, m in fq.named_modules() if isinstance(m, WeightFakeQuant)}
+    assert len(weights) == 1 + 16 * 2 + 4
+    assert sum(m.qmax == 127 for m in weights.values()) == 4  # the head convolutions: int8-stored weights
+
+
+def test_fake_quantized_errors_track_onnx_runtime_int8(short_range, tmp_path):
+    """On the seed images, the emulated int8 logits move from float as onnxruntime's int8 file does:
+    correlated errors of the same size and sign of bias (at anchors near faces)."""
+    ort = pytest.importorskip("onnxruntime")
+    from blazeface.export import export_model
+
+    net, images = short_range
+    fq = fake_quantize(net)
+    calibrate_activations(fq, images)
+    path = export_model("short_range", "onnx", tmp_path / "q.onnx", int8=True)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    test = calibration_images(shared("seed_images"), 128)
+    with torch.no_grad():
+        _, float_logits = net(test)
+        _, fq_logits = fq(test)
+    _, ort_logits = session.run(None, {"input": test.numpy()})
+    near = (float_logits > -2).numpy()
+    emulated = (fq_logits - float_logits).numpy()[near]
+    real = ort_logits[near] - float_logits.numpy()[near]
+    assert near.sum() > 500
+    assert np.corrcoef(emulated, real)[0, 1] > 0.5
+    assert 0.7 < emulated.std() / real.std() < 1.4
+    assert np.sign(emulated.mean()) == np.sign(real.mean())
+
+
+def test_float_network_takes_the_fine_tuned_weights(short_range):
+    net, _ = short_range
+    fq = fake_quantize(net)
+    with torch.no_grad():
+        fq.get_submodule("blocks.3.pw1").parametrizations.weight.original.add_(1.0)
+    out = float_network(fq, net)
+    assert torch.equal(out.blocks[3].pw1.weight, net.blocks[3].pw1.weight + 1.0)
+    assert torch.equal(out.stem[-1].weight, net.stem[-1].weight)
+    assert not any(isinstance(m, (WeightFakeQuant, ActivationFakeQuant)) for m in out.modules())
+    assert type(out) is type(net) and isinstance(out, nn.Module)
+
+
+def test_qat_brings_int8_closer_to_float_on_unseen_images(short_range):
+    """40 steps on the calibration images lower the emulated int8 network's distance to float on the seed
+    images, and leave the float network nearly unchanged."""
+    net, images = short_range
+    torch.manual_seed(0)
+    tuned = qat_finetune_onnx(net, images, steps=40, lr=1e-4)
+    test = calibration_images(shared("seed_images"), 128)
+
+    def int8_distance(model: nn.Module) -> float:
+        fq = fake_quantize(model)
+        calibrate_activations(fq, images)
+        with torch.no_grad():
+            return float(distillation_loss(fq(test), net(test)))
+
+    before, after = int8_distance(net), int8_distance(tuned)
+    assert after < 0.95 * before
+    with torch.no_grad():
+        _, logits0 = net(test)
+        _, logits1 = tuned(test)
+    near = logits0 > 0
+    assert float((logits1 - logits0)[near].abs().mean()) < 0.5
+
+
+def test_export_with_qat_steps_records_them_and_finds_the_example_faces(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from blazeface import FaceDetector
+    from blazeface.export import export_model
+
+    from .conftest import EXAMPLES
+
+    path = export_model("short_range", "onnx", tmp_path / "qat.onnx", int8=True, qat_steps=5)
+    from blazeface.inference import load_backend
+
+    assert load_backend(path).metadata["quantization"]["qat_steps"] == 5
+    det = FaceDetector(str(path), device="cpu")
+    photos = sorted(p for p in EXAMPLES.iterdir() if p.suffix in (".png", ".jpg"))
+    assert [len(r) for r in det(photos)] == [len(r) for r in FaceDetector("short_range", device="cpu")(photos)]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [({"qat_steps": 10}, "needs int8=True"),
+                                                  ({"qat_steps": -1, "int8": True}, "must be >= 0")])
+def test_export_rejects_bad_qat_steps(tmp_path, kwargs, message):
+    from blazeface.export import export_model
+
+    with pytest.raises(ValueError, match=message):
+        export_model("short_range", "onnx", tmp_path / "x.onnx", **kwargs)
