@@ -224,15 +224,12 @@ def images_of(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
 
 
-def raw_logit_errors(path: Path, name: str, images: torch.Tensor) -> dict:
-    """int8 - float of the raw network on ``images``: logits at anchors near faces (float logit > -2) and the
-    regressors' mean absolute error in input pixels, weighted by the float score."""
+def raw_logit_errors(path: Path, images: torch.Tensor, f_reg: np.ndarray, f_log: np.ndarray) -> dict:
+    """int8 - float of the raw network on ``images``, against the float outputs ``f_reg``, ``f_log``: logits at
+    anchors near faces (float logit > -2) and the regressors' mean absolute error in input pixels, weighted by
+    the float score."""
     import onnxruntime as ort
 
-    from blazeface import create_model
-
-    with torch.inference_mode():
-        f_reg, f_log = [t.numpy() for t in create_model(name).eval()(images)]
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     q_reg, q_log = sess.run(None, {"input": images.numpy()})
     d = (q_log - f_log)[f_log > -2]
@@ -242,12 +239,11 @@ def raw_logit_errors(path: Path, name: str, images: torch.Tensor) -> dict:
             "logit_error_abs": round(float(np.abs(d).mean()), 4), "regressor_error_px": round(reg, 4)}
 
 
-def noise_floor(name: str, files: list[Path], ref: list, seeds: int = 3) -> list[dict]:
+def noise_floor(det: FaceDetector, files: list[Path], ref: list, seeds: int = 3) -> list[dict]:
     """What float itself changes under ±1 grey level of noise: ``match`` of the clean float faces against float's
     faces on the noisy images, per noise seed (how many near-threshold flips are no worse than invisible noise)."""
     from blazeface.io import read_image
 
-    det = FaceDetector(name, device="cpu")
     images = [read_image(p) for p in files]
     out = []
     for seed in range(seeds):
@@ -352,9 +348,11 @@ def bench_model(name: str, tmp: Path, repeats: int, with_tflite: bool, qat_steps
     from blazeface.export.quantize import calibration_images
 
     wider_inputs = calibration_images(SHARED / "wider_val_dev" / "images", s, augment=False)
-    acc["wider_val_dev_raw_errors"] = {k: raw_logit_errors(p, name, wider_inputs) for k, p in files.items()
+    with torch.inference_mode():
+        f_reg, f_log = [t.numpy() for t in create_model(name).eval()(wider_inputs)]
+    acc["wider_val_dev_raw_errors"] = {k: raw_logit_errors(p, wider_inputs, f_reg, f_log) for k, p in files.items()
                                        if k.startswith("onnx_int8")}
-    acc["float_noise_floor"] = noise_floor(name, sets["wider_val_dev"], ref["wider_val_dev"])
+    acc["float_noise_floor"] = noise_floor(ref_det, sets["wider_val_dev"], ref["wider_val_dev"])
     out["accuracy"] = acc
     return out
 

@@ -60,7 +60,6 @@ class ActivationFakeQuant(nn.Module):
         self.register_buffer("low", torch.tensor(0.0))
         self.register_buffer("high", torch.tensor(0.0))
         self.observing = False
-        self.enabled = True
         self._reset()
 
     def _reset(self) -> None:
@@ -76,8 +75,6 @@ class ActivationFakeQuant(nn.Module):
             self._seen += flat.numel()
             self._highs.append(flat.topk(m).values.cpu())
             self._lows.append((-flat).topk(m).values.neg().cpu())
-            return x
-        if not self.enabled:
             return x
         low, high = self.low.clamp(max=0.0), self.high.clamp(min=0.0)
         scale = ((high - low) / 255.0).clamp_min(1e-8)
@@ -99,7 +96,6 @@ class ActivationFakeQuant(nn.Module):
 
 _QUANTIZED_CALLS = {operator.add, torch.add, F.relu, torch.relu, torch.cat, F.interpolate}
 _RELUS = {F.relu, torch.relu}
-_PASS_THROUGH_MODULES = (nn.MaxPool2d, nn.ZeroPad2d, nn.Identity, nn.Sequential)
 
 
 def _is_relu(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
@@ -115,12 +111,16 @@ def _quantized_output(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     return node.op == "call_function" and node.target in _QUANTIZED_CALLS
 
 
+def _is_head(qualname: str) -> bool:
+    """``regressors.i`` / ``classifiers.i``: one detection head of a BlazeNet."""
+    return qualname.startswith(("regressors.", "classifiers.")) and qualname.count(".") == 1
+
+
 class _Tracer(fx.Tracer):
     """Traces down to convolutions; the heads (regressors, classifiers) stay one leaf each."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return qualname.startswith(("regressors.", "classifiers.")) and qualname.count(".") == 1 or \
-            super().is_leaf_module(m, qualname)
+        return _is_head(qualname) or super().is_leaf_module(m, qualname)
 
 
 def fake_quantize(net: nn.Module) -> fx.GraphModule:
@@ -133,7 +133,7 @@ def fake_quantize(net: nn.Module) -> fx.GraphModule:
     graph = _Tracer().trace(net)
     gm = fx.GraphModule(net, graph)
     modules = dict(gm.named_modules())
-    heads = {n for n in modules if n.startswith(("regressors.", "classifiers.")) and n.count(".") == 1}
+    heads = {n for n in modules if _is_head(n)}
     float_nodes: set[fx.Node] = set()  # the heads and everything after them stay float
     for node in gm.graph.nodes:
         if (node.op == "call_module" and str(node.target) in heads) or any(a in float_nodes for a in node.all_input_nodes):

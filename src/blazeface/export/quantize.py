@@ -21,6 +21,7 @@ from torch import nn
 from ..io import iter_image_files, read_image
 from ..preprocess import Letterbox, letterbox
 from .equalize import equalize
+from .qat import ACTIVATION_PERCENTILE
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
@@ -258,7 +259,7 @@ def share_duplicate_initializers(model: Any) -> int:
 
 
 def quantize_onnx(float_path: str | Path, out_path: str | Path, images: torch.Tensor,
-                  weight_type: str = "int8", calibrate: str = "percentile", percentile: float = 99.99,
+                  weight_type: str = "int8", calibrate: str = "percentile", percentile: float = ACTIVATION_PERCENTILE,
                   quant_format: str = "qdq", reduce_range: bool | None = None, int_pads: bool = True,
                   float_depthwise: bool = False, float_tail: int = 0) -> Path:
     """ONNX Runtime static 8-bit (QDQ), per-channel weights, calibrated on ``images [N, 3, S, S]``.
