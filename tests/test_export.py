@@ -272,6 +272,22 @@ def test_int8_onnx_quantizes_the_channel_aligned_graph(exported):
     assert len(pads) == 1 and producer[pads[0].input[0]].op_type == "QuantizeLinear" and len(pads[0].input) == 3
 
 
+def test_int8_onnx_full_range_heads_run_float_end_to_end(exported):
+    """Full range's heads are a 1×1 convolution, a 3×3 depthwise one and a depth-to-space: both convolutions run
+    in float (int8-stored weights), with no uint8 rounding between them (the 1×1 outputs are ×4 regressors)."""
+    import onnx
+
+    model = onnx.load(str(exported("full_range_sparse:onnx_int8")))
+    producer = {o: n for n in model.graph.node for o in n.output}
+    for out in model.graph.output:
+        node, ops = producer[out.name], []
+        while node.op_type != "DequantizeLinear":
+            ops.append(node.op_type)
+            node = producer[node.input[0]]
+        assert ops.count("Conv") == 2 and "QuantizeLinear" not in ops, (out.name, ops)
+        assert producer[node.input[0]].op_type == "QuantizeLinear"  # the backbone's last uint8 tensor
+
+
 def test_int8_onnx_pads_run_in_8_bits(exported):
     """Quantizing the network as trained: no residual channel pad runs in float between a DequantizeLinear and a
     QuantizeLinear."""

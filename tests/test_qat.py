@@ -142,3 +142,36 @@ def test_export_rejects_bad_qat_steps(tmp_path, kwargs, message):
 
     with pytest.raises(ValueError, match=message):
         export_model("short_range", "onnx", tmp_path / "x.onnx", **kwargs)
+
+
+@pytest.mark.parametrize("model", ["short_range", "back", "full_range", "full_range_sparse"])
+def test_float_tail_counts_the_nodes_the_onnx_quantizer_leaves_float(model):
+    """``fake_quantize(float_tail=d)`` leaves float the nodes ``quantize_onnx(float_tail=d)`` excludes: counted on
+    the exported ONNX graph itself (:func:`head_feeding_nodes`), for every depth up to 7."""
+    pytest.importorskip("onnx")
+    from torch import fx
+
+    from blazeface.export.onnx_export import export_raw_onnx
+    from blazeface.export.qat import _is_head, _tail_nodes, _Tracer
+    from blazeface.export.quantize import head_feeding_nodes
+
+    net = create_model(model).eval()
+    onnx_model = export_raw_onnx(net, net.input_size)
+    gm = fx.GraphModule(net, _Tracer().trace(net))
+    modules = dict(gm.named_modules())
+    heads = {n for n in modules if _is_head(n)}
+    for depth in range(1, 8):
+        assert len(_tail_nodes(gm.graph, modules, heads, depth)) == len(head_feeding_nodes(onnx_model, depth)), depth
+
+
+def test_float_tail_drops_the_rounding_between_float_nodes():
+    """Back with its 6 float nodes (``int8_float_tail``), counted by hand: 6 steps up from the heads' inputs reach
+    blocks 29-31 (their depthwise and 1×1 convolutions, residual sums and ReLUs) and block 28's ReLU. Nine
+    tensors there feed only float nodes and lose their rounding: the ReLUs of blocks 28-31, the depthwise outputs
+    of blocks 29-31 and the 1×1 outputs of blocks 29-30 (block 31's folds into its ReLU). The six convolutions get
+    the int8-stored weights' rounding ([-127, 127]) like the 4 head convolutions."""
+    net = create_model("back").eval()
+    plain, tail = fake_quantize(net), fake_quantize(net, float_tail=6)
+    assert len(activation_quantizers(plain)) - len(activation_quantizers(tail)) == 9
+    stored = lambda m: sum(w.qmax == 127 for w in m.modules() if isinstance(w, WeightFakeQuant))  # noqa: E731
+    assert stored(plain) == 4 and stored(tail) == 4 + 6

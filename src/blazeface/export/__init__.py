@@ -83,7 +83,7 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
         if qat_steps:
             from .qat import qat_finetune_onnx
 
-            net = qat_finetune_onnx(net, images, steps=qat_steps)
+            net = qat_finetune_onnx(net, images, steps=qat_steps, float_tail=config.int8_float_tail)
             quant["qat_steps"] = qat_steps
     output.parent.mkdir(parents=True, exist_ok=True)
 

@@ -123,11 +123,50 @@ class _Tracer(fx.Tracer):
         return _is_head(qualname) or super().is_leaf_module(m, qualname)
 
 
-def fake_quantize(net: nn.Module) -> fx.GraphModule:
+_PASS_THROUGH = (nn.Identity, nn.ZeroPad2d)  # no node of their own in the exported ONNX graph
+
+
+def _tail_nodes(graph: fx.Graph, modules: dict[str, nn.Module], heads: set[str], depth: int) -> set[fx.Node]:
+    """The nodes up to ``depth`` steps upstream of the heads' inputs, counted as
+    :func:`~blazeface.export.quantize.head_feeding_nodes` counts ONNX nodes (an ``nn.Identity`` is no node, and
+    the exporter folds each ``nn.ZeroPad2d`` into the convolution after it)."""
+    def producers(node: fx.Node) -> list[fx.Node]:
+        out = []
+        for a in node.all_input_nodes:
+            while a.op == "call_module" and isinstance(modules[str(a.target)], _PASS_THROUGH):
+                a = a.all_input_nodes[0]
+            if a.op in ("call_module", "call_function", "call_method"):
+                out.append(a)
+        return out
+
+    frontier = [p for n in graph.nodes if n.op == "call_module" and str(n.target) in heads for p in producers(n)]
+    tail: set[fx.Node] = set()
+    for _ in range(depth):
+        upstream = []
+        for node in frontier:
+            if node not in tail:
+                tail.add(node)
+                upstream += producers(node)
+        frontier = upstream
+    return tail
+
+
+def _runs_float(node: fx.Node, float_nodes: set[fx.Node], modules: dict[str, nn.Module]) -> bool:
+    """``node`` is one of ``float_nodes``, or an identity or spatial pad (folded into the next convolution in
+    ONNX) whose users all run float."""
+    if node in float_nodes:
+        return True
+    return (node.op == "call_module" and isinstance(modules[str(node.target)], _PASS_THROUGH)
+            and all(_runs_float(u, float_nodes, modules) for u in node.users))
+
+
+def fake_quantize(net: nn.Module, float_tail: int = 0) -> fx.GraphModule:
     """A copy of ``net`` with ONNX Runtime's int8 rounding (see the module docstring); ranges still unset.
 
-    Calibrate them with :func:`calibrate_activations` before use. Gradients pass straight through the
-    rounding, so the copy can be fine-tuned; its parameters are the float weights.
+    ``float_tail``: the nodes that many steps upstream of the heads compute in float, as
+    ``quantize_onnx(float_tail=...)`` leaves them (their convolutions keep int8-stored weights; a tensor between
+    two of them is not rounded). Calibrate the ranges with :func:`calibrate_activations` before use. Gradients
+    pass straight through the rounding, so the copy can be fine-tuned; its parameters are the float weights.
     """
     net = copy.deepcopy(net)
     graph = _Tracer().trace(net)
@@ -138,10 +177,14 @@ def fake_quantize(net: nn.Module) -> fx.GraphModule:
     for node in gm.graph.nodes:
         if (node.op == "call_module" and str(node.target) in heads) or any(a in float_nodes for a in node.all_input_nodes):
             float_nodes.add(node)
+    tail = _tail_nodes(gm.graph, modules, heads, float_tail)
+    tail_convs = {str(n.target) for n in tail if n.op == "call_module"}
     count = 0
     for node in list(gm.graph.nodes):
         if node in float_nodes or not _quantized_output(node, modules):
             continue
+        if node in tail and all(_runs_float(u, tail | float_nodes, modules) for u in node.users):
+            continue  # a float node feeding only float nodes: no rounding in between
         users = list(node.users)
         if len(users) == 1 and _is_relu(users[0], modules):
             continue  # ORT folds the ReLU into this tensor's range: the ReLU's output is quantized instead
@@ -155,9 +198,9 @@ def fake_quantize(net: nn.Module) -> fx.GraphModule:
     gm.recompile()
     for name, module in gm.named_modules():
         if isinstance(module, nn.Conv2d):
-            in_head = any(name.startswith(h + ".") for h in heads)
+            stored_only = name in tail_convs or any(name.startswith(h + ".") for h in heads)
             parametrize.register_parametrization(module, "weight",
-                                                 WeightFakeQuant(HEAD_WEIGHT_QMAX if in_head else WEIGHT_QMAX))
+                                                 WeightFakeQuant(HEAD_WEIGHT_QMAX if stored_only else WEIGHT_QMAX))
     return gm
 
 
@@ -227,17 +270,18 @@ def jitter(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 def qat_finetune_onnx(net: nn.Module, images: torch.Tensor, steps: int = 600, lr: float = 1e-4,
                       batch_size: int = 16, seed: int = 0, percentile: float = ACTIVATION_PERCENTILE,
-                      recalibrate_every: int = 100, box_scale: float = 1.0,
+                      recalibrate_every: int = 100, box_scale: float = 1.0, float_tail: int = 0,
                       log: Callable[[int, float], None] | None = None) -> nn.Module:
     """Fine-tune ``net`` (float, already equalized) under ONNX Runtime's int8 rounding; returns a float copy.
 
     ``images [N, 3, S, S]`` in [-1, 1] (e.g. :func:`~blazeface.export.quantize.calibration_images`) are the
     training inputs, jittered; the targets are ``net``'s own float outputs (:func:`distillation_loss`), so no
     labels are needed. Activation ranges are calibrated on ``images`` first and again every
-    ``recalibrate_every`` steps. ``log(step, loss)`` is called every 25 steps.
+    ``recalibrate_every`` steps. ``float_tail``: as in :func:`fake_quantize` (the model's
+    ``int8_float_tail``). ``log(step, loss)`` is called every 25 steps.
     """
     teacher = copy.deepcopy(net).eval()
-    student = fake_quantize(net)
+    student = fake_quantize(net, float_tail)
     calibrate_activations(student, images, percentile)
     opt = torch.optim.Adam(student.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))

@@ -1,9 +1,10 @@
-"""int8 post-training static quantization: calibration images, ONNX QDQ, PyTorch's FX int8, a QAT hook.
+"""int8 post-training static quantization: calibration images, ONNX QDQ, PyTorch's FX int8.
 
 Every path first applies :func:`~blazeface.export.equalize.equalize` (exact in float) and calibrates on
 letterboxed images: a folder, or by default the bundled ``examples/`` photos with augmentations (flips,
 zooms in and shifts, brightness/contrast, grey). The 1×1 head convolutions keep int8 weights but
 float outputs (regressors are input pixels spanning ±300: one int8 step would be 2.4 px).
+Quantization-aware fine-tuning before either path: :mod:`blazeface.export.qat`.
 """
 
 from __future__ import annotations
@@ -84,8 +85,13 @@ def prepare_for_int8(net: nn.Module, images: torch.Tensor) -> nn.Module:
 # ONNX Runtime QDQ
 # ------------------------------------------------------------------------------------------------
 def head_nodes(model: Any) -> list[str]:
-    """Names of the nodes from the head convolutions to the graph outputs (Conv, Transpose, Reshape, Concat)."""
+    """Names of the nodes from the head convolutions to the graph outputs (Conv, Transpose, Reshape, Concat).
+
+    Each path upstream from an output ends at its first plain (not depthwise) ``Conv``: the full-range heads are
+    a 1×1 convolution, a 3×3 depthwise one and a depth-to-space, and the whole of it stays float.
+    """
     producer = {o: n for n in model.graph.node for o in n.output}
+    depthwise = set(depthwise_nodes(model))
     seen: list[str] = []
     stack = [o.name for o in model.graph.output]
     while stack:
@@ -93,7 +99,7 @@ def head_nodes(model: Any) -> list[str]:
         if node is None or node.name in seen:
             continue
         seen.append(node.name)
-        if node.op_type != "Conv":
+        if node.op_type != "Conv" or node.name in depthwise:
             stack.extend(i for i in node.input if i in producer)
     return seen
 
@@ -106,7 +112,7 @@ def head_feeding_nodes(model: Any, depth: int) -> list[str]:
     heads = set(head_nodes(model))
     producer = {o: n for n in model.graph.node for o in n.output}
     frontier = [producer[n.input[0]] for n in model.graph.node if n.name in heads and n.op_type == "Conv"
-                and n.input[0] in producer]
+                and n.input[0] in producer and producer[n.input[0]].name not in heads]
     names: list[str] = []
     for _ in range(depth):
         upstream = []
@@ -356,42 +362,3 @@ def quantize_torch_fx(net: nn.Module, images: torch.Tensor, backend: str = "x86"
                 prepared(images[start:start + 16])
         return convert_fx(prepared)
 
-
-def qat_finetune(net: nn.Module, images: torch.Tensor, steps: int = 200, lr: float = 1e-5,
-                 backend: str = "x86", batch_size: int = 8, seed: int = 0) -> nn.Module:
-    """Quantization-aware fine-tuning hook: distil the float ``net`` into a fake-quantized copy.
-
-    The loss is the float network's own outputs (regressors in pixels, logits) on ``images``: no labels
-    needed. Returns the int8 ``GraphModule`` (``convert_fx``) after ``steps`` Adam steps. Use it when
-    post-training quantization loses faces; the benchmark reports whether that is needed.
-    """
-    import warnings
-
-    from torch.ao.quantization import get_default_qat_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_qat_fx
-
-    torch.backends.quantized.engine = backend
-    teacher = copy.deepcopy(net).eval()
-    student = prepare_for_int8(net, images).train()
-    qmap = get_default_qat_qconfig_mapping(backend)
-    for name, _ in student.named_modules():
-        if name.startswith(("regressors", "classifiers")):
-            qmap = qmap.set_module_name(name, None)
-    gen = torch.Generator().manual_seed(seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        prepared = prepare_qat_fx(student, qmap, (images[:1],))
-        opt = torch.optim.Adam(prepared.parameters(), lr=lr)
-        for _ in range(steps):
-            idx = torch.randint(len(images), (batch_size,), generator=gen)
-            x = images[idx]
-            with torch.no_grad():
-                t_reg, t_log = teacher(x)
-            reg, log = prepared(x)
-            weight = torch.sigmoid(t_log).detach()  # regressors matter where faces are
-            loss = (weight * (reg - t_reg).abs()).mean() / 10 + (log.clamp(-20, 20) - t_log.clamp(-20, 20)).abs().mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        prepared.eval()
-        return convert_fx(prepared)
