@@ -361,8 +361,17 @@ NOTES = """\
 Notes (short range; float and int8 run interleaved in one process, so the ratios are robust to the machine's
 drifting speed; 2-thread ratios swing most):
 
-- **Speed on a CPU with VNNI (this run: AVX-512 + VNNI).** int8 / float in the same runtime, 1 and 2 threads,
-  ranges over this run and two others of the same export on the same day (the second on the same tree, the third `int8_ort_variants.py`) (the machine's speed drifts by up to
+- **Speed on an Intel Xeon with AVX-512 VNNI (the tables above: one run on commit `0d7ae15`).** int8 / float in
+  the same runtime: onnxruntime **1.90x at batch 64 on 1 thread, 1.75x on 2**, 1.19x / 1.32x for one image;
+  PyTorch FX **1.70-1.76x at batch 8, 2.28-3.07x at batch 64**, 1.03-1.27x for one image; LiteRT int8 is no
+  faster than float on this CPU (0.90-1.04x: XNNPACK's AVX-512 float kernels are fast here). Against the
+  channel-aligned float graph `FaceDetector` runs, onnxruntime int8 is 1.05x at batch 64 and 0.74x for one
+  image. A space-to-depth stem (the 5x5 stride-2 convolution on 3 channels rewritten as a 3x3 one on 12, the
+  same function to 5e-5) was tried on this machine to speed up the int8 stem (ORT's profile: 400 us int8
+  against 275 us float, the largest node): slower in both, 1 thread batch 1, aligned graphs: float 1.75 -> 2.24
+  ms, int8 2.31 -> 2.47 ms. Not taken.
+- **Speed on an AMD EPYC with AVX-512 + VNNI (commit `eca0519`).** int8 / float in the same runtime, 1 and 2 threads,
+  ranges over that run and two others of the same export on the same day (the second on the same tree, the third `int8_ort_variants.py`) (the machine's speed drifts by up to
   2x between runs; within a run float and int8 alternate): onnxruntime **1.45-2.02x at batch 64 on 1 thread,
   1.79-2.08x on 2**, 1.27-1.41x at batch 1 on 1 thread and 1.42-1.74x on 2; PyTorch (FX int8, x86 kernels)
   **1.8-2.0x at batch 8 and 3.3-4.5x at batch 64**, 1.1-1.5x at batch 1; LiteRT (XNNPACK QS8) 1.28-1.50x. So
@@ -410,7 +419,7 @@ drifting speed; 2-thread ratios swing most):
   wider_val_dev). On the fixtures every face matches at IoU >= 0.9 (min IoU 0.94 ONNX, 0.97 TFLite); on the seed
   images ONNX int8 matches all 5 faces and TFLite 4 (one face float scores within 0.1 of the threshold flips).
   On wider_val_dev, ONNX int8 keeps 48 of float's 57 faces at IoU >= 0.9 (52 found by both, min IoU 0.85),
-  TFLite 51 (54 pairs, min IoU 0.62); the flips (scores listed above, threshold 0.5) are faces float scores
+  TFLite 51 (54 pairs, min IoU 0.62; 50 in the run of the tables above); the flips (scores listed above, threshold 0.5) are faces float scores
   within 0.1 of the threshold but one (ONNX: 5 of 6); AP easy / medium: ONNX within 0.0002 of float, TFLite
   0.0045 / 0.0020 lower (target: within 0.01, met). So the "same faces" target holds on the fixtures and the
   seed images (ONNX) and for the clear faces of wider_val_dev, not for every face there: 6-9 of 57 faces
@@ -423,15 +432,27 @@ drifting speed; 2-thread ratios swing most):
   weighted blend): not taken.
   Calibrating on real crowd photos instead was worse: TFLite int8 calibrated on the even half of wider_val_dev
   (68 images) keeps 21-25 of the odd half's 33 float faces at IoU >= 0.9, against 30 with examples/.
-- **Other models, ONNX int8** (the default export, measured once on commit `64ec190`; float faces / int8 faces /
-  matched at IoU >= 0.9 / flips): full range: examples 4 / 4 / 4 / 0, seed images 8 / 8 / 7 / 0, wider_val_dev
-  140 / 139 / 125 / 11 (10 near the threshold); full range sparse: 4 / 4 / 4 / 0, 8 / 8 / 4 / 0 (min IoU 0.75),
-  161 / 131 / 33 / 76; back: 4 / 4 / 4 / 0, 8 / 8 / 8 / 0, 281 / 357 / 92 / 116. So only short range and full
-  range quantize well with this recipe; full range sparse loses localization and faces on crowds, and back
-  invents faces there. Back needed its last blocks in float (`ModelConfig.int8_float_tail = 6`): fully int8
-  it found 25 faces on the 4 example photos (float: 4) and 22 on the seed images (float: 8), because in 8 bits
-  its last residual sums turn background into faces. Of 3, 6 and 9 float nodes, 6 flipped the fewest
-  wider_val_dev faces (116 of 281; 3: 130, 9: 133).
+- **Other models** (the tables above, commit `0d7ae15`; float faces / int8 faces / matched at IoU >= 0.9 /
+  flips on wider_val_dev, AP easy / medium against float):
+  - full range: ONNX 140 / 141 / 127 / 9, AP 0.4418 / 0.2362 (float 0.4447 / 0.2402); TFLite 140 / 140 / 115 / 12.
+  - full range sparse: ONNX 161 / 161 / 125 / 28, AP 0.3872 / 0.1951 (float 0.3898 / 0.1956). Two changes made
+    it so. (1) Its heads are a 1x1 convolution, a 3x3 depthwise one and a depth-to-space; `head_nodes` stopped
+    at the depthwise one, so the 1x1 convolution ran int8 and its outputs (x4 regressors and logits) were rounded
+    to one uint8 scale before the float depthwise. The whole head is now float: 33 -> 40 matched, AP easy
+    0.322 -> 0.380 (full range gains too: 125 -> 127). (2) Fully int8 its logits near faces still drop by 0.42 on
+    average (full range: 0.03; emulated and real agree) and it kept 103 of 161 faces. Keeping the nodes nearest
+    the head in float (`int8_float_tail`): of 3, 6, 9, 12, 15 and 20 nodes, 115, 117, 154, 161, 156, 156 faces
+    (matched 46, 59, 113, 125, 128, 124); 12 taken, chosen on wider_val_dev like back's 6. 99.999th-percentile
+    ranges instead found 231 faces (27 matched), min-max 42 (8), and 600 QAT steps (before the float tail) 92.
+    The price is speed: ONNX int8 is 0.55-0.76x float here (fully int8 it was 0.85x at batch 1 too). The TFLite
+    int8 path has no float tail (143 faces, 47 matched, AP easy 0.355): the export warns.
+  - back: ONNX 281 / 358 / 110 / 123, AP 0.4363 / 0.2644 (float 0.4607 / 0.2791): still invents faces on crowds,
+    and AP easy is 0.024 below float (target 0.01). Float tails of 12 and 20 nodes gave 408 and 379 faces
+    (AP easy 0.442, 0.462; matched 118, 134): not taken yet (unmeasured speed, chosen on the same images).
+    TFLite int8 has no float tail: 1,067 faces (44 on the 4 example photos): the export warns.
+  Fully int8, back found 25 faces on the 4 example photos (float: 4) and 22 on the seed images (float: 8),
+  because in 8 bits its last residual sums turn background into faces; hence `ModelConfig.int8_float_tail = 6`
+  (of 3, 6 and 9 float nodes, 6 flipped the fewest wider_val_dev faces at commit `64ec190`).
 - **Weights.** ONNX 124 KB; TFLite 107 KB (was 145 KB): the head convolutions compute in float on weights
   stored int8 per output channel behind a constant DEQUANTIZE (evaluated once at load; same speed). Both meet
   the 130 KB target. The backbone runs int8 end to end in both files (TFLite: one XNNPACK partition; ONNX: the

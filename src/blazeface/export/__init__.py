@@ -69,6 +69,13 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
     config = get_config(model)
     if config.weights is None and weights is None:
         raise ValueError(f"model {config.name!r} ships no weights; pass weights=PATH")
+    if int8 and fmt == "tflite" and config.int8_float_tail:
+        import warnings
+
+        warnings.warn(f"int8 TFLite rounds every layer of {config.name}, which needs its last "
+                      f"{config.int8_float_tail} nodes in float (the ONNX int8 export keeps them): on wider_val_dev "
+                      "this file finds faces float does not (benchmarks/RESULTS.md); prefer --format onnx --int8",
+                      UserWarning, stacklevel=2)
     net = create_model(config.name, pretrained=weights is None, weights=weights).eval()
     size = config.input_size
     images = None
