@@ -64,7 +64,8 @@ def exported(tmp_path_factory):
             if kind == "onnx_pp":
                 cache[key] = export_model(name, "onnx", tmp / f"{name}_pp.onnx", with_postprocess=True)
             elif kind == "onnx_int8":
-                cache[key] = export_model(name, "onnx", tmp / f"{name}_int8.onnx", int8=True)
+                # post-training int8 only (back's default adds minutes of fine-tuning; tests/test_qat.py covers it)
+                cache[key] = export_model(name, "onnx", tmp / f"{name}_int8.onnx", int8=True, qat_steps=0)
             elif kind == "onnx_int8_unaligned":
                 cache[key] = export_model(name, "onnx", tmp / f"{name}_int8u.onnx", int8=True,
                                           onnx_int8={"channel_block": None})

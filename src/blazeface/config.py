@@ -32,7 +32,8 @@ class ModelConfig:
     ``weights`` names a ``.safetensors`` file inside the package (``None``: not shipped), produced
     by :func:`blazeface.convert.convert_tflite` from ``source_file`` (sha256 ``source_sha256``).
     ``int8_float_tail``: ONNX int8 keeps this many nodes upstream of the heads' inputs in float (see
-    :func:`blazeface.export.quantize.head_feeding_nodes`).
+    :func:`blazeface.export.quantize.head_feeding_nodes`); ``int8_qat_steps``: the steps of quantization-aware
+    fine-tuning its ONNX int8 export runs by default (:func:`blazeface.export.qat.qat_finetune_onnx`).
     """
 
     name: str
@@ -49,6 +50,7 @@ class ModelConfig:
     source_sha256: str | None = None
     license: str = "Apache-2.0"
     int8_float_tail: int = 0
+    int8_qat_steps: int = 0
 
     @property
     def input_size(self) -> int:

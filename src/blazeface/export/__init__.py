@@ -30,10 +30,17 @@ INT8_STEM_INPUT_CHANNELS = 4
 _SUFFIX_FORMATS = {".onnx": "onnx", ".tflite": "tflite", ".pt": "torchscript", ".ts": "torchscript"}
 
 
+def default_qat_steps(model: str, fmt: str | None, int8: bool) -> int:
+    """Steps of quantization-aware fine-tuning an export runs unless told: the model's ``int8_qat_steps``
+    for ONNX int8 (back: post-training int8 alone loses 0.024 AP easy on wider_val_dev), else 0."""
+    return get_config(model).int8_qat_steps if int8 and fmt == "onnx" else 0
+
+
 def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool = False,
                  calibration: str | Path | None = None, with_postprocess: bool = False, split_heads: bool = False,
                  weights: str | Path | None = None, max_detections: int = 100, nms: str = "weighted",
-                 augment: bool = True, onnx_int8: dict[str, Any] | None = None, qat_steps: int = 0) -> Path:
+                 augment: bool = True, onnx_int8: dict[str, Any] | None = None,
+                 qat_steps: int | None = None) -> Path:
     """Export registered ``model`` as ``fmt`` (``None``: from ``output``'s suffix) to ``output``.
 
     Args:
@@ -50,7 +57,8 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
             (default :data:`INT8_STEM_INPUT_CHANNELS`: the RGB input plus a zero channel, in the graph).
         qat_steps: int8 only: before quantizing, fine-tune the network this many steps under ONNX Runtime's int8
             rounding, distilled from its float self on the calibration images
-            (:func:`~blazeface.export.qat.qat_finetune_onnx`; about 0.5 s a step on 2 CPU cores).
+            (:func:`~blazeface.export.qat.qat_finetune_onnx`; about 0.5 s a step on 2 CPU cores for short range).
+            ``None``: :func:`default_qat_steps` (the model's ``int8_qat_steps`` for ONNX int8, else 0).
     """
     output = Path(output)
     fmt = fmt or _SUFFIX_FORMATS.get(output.suffix.lower())
@@ -62,11 +70,13 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
         raise ValueError("onnx_int8 options need int8=True and the ONNX format")
     if qat_steps and not int8:
         raise ValueError("qat_steps (quantization-aware fine-tuning) needs int8=True")
-    if qat_steps < 0:
+    if qat_steps is not None and qat_steps < 0:
         raise ValueError(f"qat_steps must be >= 0, got {qat_steps}")
     if split_heads and fmt != "tflite":
         raise ValueError("--split-heads is implemented for TFLite only")
     config = get_config(model)
+    if qat_steps is None:
+        qat_steps = default_qat_steps(config.name, fmt, int8)
     if config.weights is None and weights is None:
         raise ValueError(f"model {config.name!r} ships no weights; pass weights=PATH")
     if int8 and fmt == "tflite" and config.int8_float_tail:
@@ -179,6 +189,10 @@ class _no_warnings:
 
 def run_export(args: argparse.Namespace, stdout: TextIO) -> int:
     try:
+        fmt = args.format or _SUFFIX_FORMATS.get(Path(args.output).suffix.lower())
+        if args.qat_steps is None and (steps := default_qat_steps(args.model, fmt, args.int8)):
+            print(f"blazeface export: {steps} steps of quantization-aware fine-tuning first (--qat-steps 0 skips "
+                  f"them; measured times in benchmarks/RESULTS.md)", file=sys.stderr)
         out = export_model(args.model, args.format, args.output, int8=args.int8, calibration=args.calibration,
                            with_postprocess=args.with_postprocess, split_heads=args.split_heads,
                            weights=args.weights, max_detections=args.max_detections, nms=args.nms,
@@ -199,8 +213,10 @@ def add_export_parser(sub: Any) -> None:
     e.add_argument("--format", choices=FORMATS, help="default: from the output suffix")
     e.add_argument("--int8", action="store_true", help="post-training static int8, per-channel weights")
     e.add_argument("--calibration", metavar="DIR", help="folder of photos to calibrate int8 (default: examples/)")
-    e.add_argument("--qat-steps", type=int, default=0, metavar="N",
-                   help="int8: first fine-tune N steps under int8 rounding, distilled from float (e.g. 600: about 4.5 min on 2 cores)")
+    e.add_argument("--qat-steps", type=int, default=None, metavar="N",
+                   help="int8: first fine-tune N steps under int8 rounding, distilled from float (short range, 600 "
+                        "steps: about 4.5 min on 2 cores); default: the model's own for ONNX (back: "
+                        f"{get_config('back').int8_qat_steps}), else 0")
     e.add_argument("--with-postprocess", action="store_true",
                    help="ONNX: decoding and weighted NMS inside the graph (outputs boxes, keypoints, scores)")
     e.add_argument("--nms", choices=("weighted", "hard"), default="weighted", help="NMS inside the graph")

@@ -1,0 +1,64 @@
+"""ONNX int8 after N steps of quantization-aware fine-tuning against float, on wider_val_dev (issue 6).
+
+    python benchmarks/int8_qat_accuracy.py back --qat-steps 0 300 [--json FILE]
+
+For each N: export ``MODEL`` as ONNX int8 with ``qat_steps=N`` (0: post-training only), then the same faces as
+float at its threshold (``export_int8.match``: float faces / int8 faces / matched at IoU >= 0.9 / flips) and WIDER
+AP easy / medium at min score 0.1 (``export_int8.wider_ap``). Accuracy only: QAT changes weights, not the graph,
+so speed is ``export_int8.py``'s. Prints one JSON line per N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import export_int8 as bench  # noqa: E402
+
+from blazeface import FaceDetector  # noqa: E402
+from blazeface.export import export_model  # noqa: E402
+
+
+def ap(ann: dict, images: list[Path], results: list) -> dict[str, float]:
+    return {st: round(bench.wider_ap(ann, {p.name: (d.xyxy, d.scores) for p, d in zip(images, results)}, st), 4)
+            for st in ("easy", "medium")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("model")
+    parser.add_argument("--qat-steps", type=int, nargs="+", default=[0, 300])
+    parser.add_argument("--json", help="also write the rows here")
+    args = parser.parse_args()
+    images = bench.images_of(bench.SHARED / "wider_val_dev" / "images")
+    ann = json.loads((bench.SHARED / "wider_val_dev" / "annotations.json").read_text())
+    ref_det = FaceDetector(args.model, device="cpu")
+    ref = ref_det(images)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=bench.ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    rows = [{"model": args.model, "commit": commit, "qat_steps": "float",
+             "AP": ap(ann, images, FaceDetector(args.model, device="cpu", min_score=0.1)(images))}]
+    print(json.dumps(rows[0]), flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for steps in args.qat_steps:
+            t0 = time.perf_counter()
+            path = export_model(args.model, "onnx", Path(tmp) / f"q{steps}.onnx", int8=True, qat_steps=steps)
+            seconds = round(time.perf_counter() - t0)
+            row = {"model": args.model, "commit": commit, "qat_steps": steps, "export_seconds": seconds,
+                   **bench.match(ref, FaceDetector(str(path), device="cpu")(images), ref_det.min_score),
+                   "AP": ap(ann, images, FaceDetector(str(path), device="cpu", min_score=0.1)(images))}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
