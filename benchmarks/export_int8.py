@@ -444,15 +444,27 @@ drifting speed; 2-thread ratios swing most):
     the head in float (`int8_float_tail`): of 3, 6, 9, 12, 15 and 20 nodes, 115, 117, 154, 161, 156, 156 faces
     (matched 46, 59, 113, 125, 128, 124); 12 taken, chosen on wider_val_dev like back's 6. 99.999th-percentile
     ranges instead found 231 faces (27 matched), min-max 42 (8), and 600 QAT steps (before the float tail) 92.
-    The price is speed: ONNX int8 is 0.55-0.76x float here (fully int8 it was 0.85x at batch 1 too). The TFLite
-    int8 path has no float tail (143 faces, 47 matched, AP easy 0.355): the export warns.
+    The price is speed: ONNX int8 is 0.55-0.76x float here (fully int8 it was 0.85x at batch 1 too). TFLite int8
+    without a float tail found 143 faces (47 matched, AP easy 0.355); its own float tail
+    (`ModelConfig.int8_tflite_float_tail = 12` arithmetic ops, `python benchmarks/tflite_int8_tail.py
+    full_range_sparse --tails 0 3 6 9 12`, commit `94b7735` plus the change): of 0, 3, 6, 9, 12 ops, 143, 130, 161,
+    166, 165 faces, matched 47, 74, 120, 130, 140; at 12, AP 0.3936 / 0.1987.
   - back: ONNX 281 / 358 / 110 / 123, AP 0.4363 / 0.2644 (float 0.4607 / 0.2791): still invents faces on crowds,
     and AP easy is 0.024 below float (target 0.01). Float tails of 12 and 20 nodes gave 408 and 379 faces
     (AP easy 0.442, 0.462; matched 118, 134): not taken (chosen on the same images). Instead back's ONNX int8
     export fine-tunes 300 steps by default (`ModelConfig.int8_qat_steps`; `python benchmarks/int8_qat_accuracy.py
     back`, Intel Xeon VNNI): 334 faces, 116 matched, 101 flips, AP 0.4513 / 0.2774, both within 0.01 of float;
     the faces still differ on crowds (the float noise floor keeps 270-275 of 281).
-    TFLite int8 has no float tail: 1,067 faces (44 on the 4 example photos): the export warns.
+    8-bit instead of 7-bit weights (`--onnx-int8 '{"reduce_range": false}'`, post-training, VNNI) changed little:
+    381 faces, 110 matched, AP easy 0.4418 (`benchmarks/results/int8_back_8bit_weights_vnni.json`): the
+    activations, not the weights, are what int8 back loses.
+    TFLite int8 without a float tail: 1,067 faces (44 on the 4 example photos), 46 matched, AP easy 0.3099. Its
+    float tail (`ModelConfig.int8_tflite_float_tail = 20` arithmetic ops; a fused ADD + ReLU counts once;
+    `python benchmarks/tflite_int8_tail.py back --tails 0 2 4 6 9 12 15 20`): of 0, 2, 4, 6, 9, 12, 15, 20 ops,
+    1067, 351, 363, 352, 373, 364, 380, 388 faces, matched 46, 69, 95, 106, 120, 149, 163, 190; at 20 AP 0.4586 /
+    0.2793 (float 0.4607 / 0.2791), chosen on wider_val_dev like the ONNX tails. LiteRT runs back's and full range
+    sparse's int8 files at 0.74-0.93x float at every tail, 0 included (1 thread, batch 1, timed beside other
+    jobs): the tail costs no measurable speed, and int8 brings these two models no speed in LiteRT.
   Fully int8, back found 25 faces on the 4 example photos (float: 4) and 22 on the seed images (float: 8),
   because in 8 bits its last residual sums turn background into faces; hence `ModelConfig.int8_float_tail = 6`
   (of 3, 6 and 9 float nodes, 6 flipped the fewest wider_val_dev faces at commit `64ec190`).

@@ -1,11 +1,12 @@
 """ONNX int8 after N steps of quantization-aware fine-tuning against float, on wider_val_dev (issue 6).
 
-    python benchmarks/int8_qat_accuracy.py back --qat-steps 0 300 [--json FILE]
+    python benchmarks/int8_qat_accuracy.py back --qat-steps 0 300 [--onnx-int8 '{"reduce_range": false}'] [--json FILE]
 
 For each N: export ``MODEL`` as ONNX int8 with ``qat_steps=N`` (0: post-training only), then the same faces as
 float at its threshold (``export_int8.match``: float faces / int8 faces / matched at IoU >= 0.9 / flips) and WIDER
 AP easy / medium at min score 0.1 (``export_int8.wider_ap``). Accuracy only: QAT changes weights, not the graph,
-so speed is ``export_int8.py``'s. Prints one JSON line per N.
+so speed is ``export_int8.py``'s. ``--onnx-int8``: a JSON object of ``export_model(onnx_int8=...)`` options
+(e.g. 8-bit instead of 7-bit weights). Prints one JSON line per N.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("model")
     parser.add_argument("--qat-steps", type=int, nargs="+", default=[0, 300])
+    parser.add_argument("--onnx-int8", type=json.loads, default=None,
+                        help="JSON object of quantize_onnx options, e.g. '{\"reduce_range\": false}'")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
     images = bench.images_of(bench.SHARED / "wider_val_dev" / "images")
@@ -49,9 +52,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for steps in args.qat_steps:
             t0 = time.perf_counter()
-            path = export_model(args.model, "onnx", Path(tmp) / f"q{steps}.onnx", int8=True, qat_steps=steps)
+            path = export_model(args.model, "onnx", Path(tmp) / f"q{steps}.onnx", int8=True, qat_steps=steps,
+                                onnx_int8=args.onnx_int8)
             seconds = round(time.perf_counter() - t0)
-            row = {"model": args.model, "commit": commit, "qat_steps": steps, "export_seconds": seconds,
+            row = {"model": args.model, "commit": commit, "qat_steps": steps, "onnx_int8": args.onnx_int8, "export_seconds": seconds,
                    **bench.match(ref, FaceDetector(str(path), device="cpu")(images), ref_det.min_score),
                    "AP": ap(ann, images, FaceDetector(str(path), device="cpu", min_score=0.1)(images))}
             print(json.dumps(row), flush=True)

@@ -73,6 +73,8 @@ def exported(tmp_path_factory):
                 cache[key] = export_model(name, "torchscript", tmp / f"{name}.pt")
             elif kind == "tflite_int8":
                 cache[key] = export_model(name, "tflite", tmp / f"{name}_int8.tflite", int8=True)
+            elif kind == "tflite":
+                cache[key] = export_model(name, "tflite", tmp / f"{name}.tflite")
             elif kind == "tflite_split":
                 cache[key] = export_model(name, "tflite", tmp / f"{name}_split.tflite", split_heads=True)
             else:
@@ -184,7 +186,8 @@ def test_onnx_with_postprocess_runs_in_plain_onnxruntime(exported, tmp_path):
 
 
 @pytest.mark.parametrize(("model", "kind"), [("short_range", "onnx_int8"), ("short_range", "tflite_int8"),
-                                           ("back", "onnx_int8"), ("full_range_sparse", "onnx_int8")])
+                                           ("back", "onnx_int8"), ("full_range_sparse", "onnx_int8"),
+                                           ("back", "tflite_int8"), ("full_range_sparse", "tflite_int8")])
 def test_int8_finds_the_same_faces_as_float(exported, model, kind):
     """Every face float finds clearly (score ≥ threshold + 0.1) int8 finds too, and the other way round, at IoU ≥ 0.9.
     Faces scoring within 0.1 of the threshold may flip (int8 moves scores by up to ~0.1 on the seed images)."""
@@ -235,6 +238,70 @@ def test_int8_tflite_runs_the_backbone_in_int8(exported):
         _, ref = create_model("short_range")(x)
     top = ref[-1, :, 0].argmax()  # the face anchor of the last example
     assert float(logits[-1, top, 0]) > 0 and float(logits.min()) < -50
+
+
+def _tflite_ops(data):
+    from ai_edge_litert import schema_py_generated as schema
+
+    from blazeface.export.tflite_int8 import _code, _op_names
+
+    names = _op_names(schema)
+    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    return model, names, [_code(model, op, names) for op in model.subgraphs[0].operators]
+
+
+def test_tflite_float_tail_counts_arithmetic_ops_upstream_of_the_heads(exported):
+    """short range's heads read two residual sums (ReLU fused into the ADD). Depth 1: those two ADDs and the
+    transposes after them; depth 2 adds each sum's two inputs: its block's 1x1 convolution (behind a transpose)
+    and the sum of the block before (one of them behind a channel PAD)."""
+    pytest.importorskip("litert_torch")
+    from collections import Counter
+
+    from blazeface.export.tflite_int8 import float_tail_ops, head_ops
+
+    model, names, kinds = _tflite_ops(exported("short_range:tflite").read_bytes())
+    heads = head_ops(model, names)
+    assert Counter(kinds[i] for i in heads) == {"CONV_2D": 4, "RESHAPE": 4, "CONCATENATION": 2}
+    assert float_tail_ops(model, names, heads, 0) == set()
+    assert Counter(kinds[i] for i in float_tail_ops(model, names, heads, 1)) == {"ADD": 2, "TRANSPOSE": 2}
+    assert Counter(kinds[i] for i in float_tail_ops(model, names, heads, 2)) == {
+        "ADD": 4, "CONV_2D": 2, "TRANSPOSE": 4, "PAD": 1}
+
+
+def test_tflite_float_tail_runs_those_ops_in_float(exported):
+    """With a float tail the file still loads in LiteRT: int8 tensors enter the float ops through DEQUANTIZE and
+    leave them through QUANTIZE where the int8 backbone goes on; a tail covering the whole graph leaves no int8
+    activation and gives back the float file's outputs up to its int8-stored 1x1 weights, far closer than int8."""
+    pytest.importorskip("litert_torch")
+    from blazeface.export.tflite_int8 import quantize_tflite
+
+    data = exported("short_range:tflite").read_bytes()
+    x = _inputs(128)
+    calib = [img.permute(1, 2, 0)[None].numpy() for img in x]
+    float_out = load_backend(exported("short_range:tflite"))(x)
+    errors = {}
+    for tail in (0, 2, 1000):
+        q = quantize_tflite(data, calib, float_tail=tail)
+        model, names, kinds = _tflite_ops(q)
+        g = model.subgraphs[0]
+        int8_acts = [t for op in g.operators for t in op.outputs if g.tensors[t].type == 9]
+        counts = {k: kinds.count(k) for k in ("QUANTIZE", "DEQUANTIZE")}
+        if tail == 0:
+            assert counts["QUANTIZE"] == 1  # the input only
+        elif tail == 2:
+            # the input; in each head's stage the earlier tail sum feeds the next block (2); the 16x16 stage's
+            # last sum feeds the stride-2 block's channel pad and (through a transpose) its max-pool (2)
+            assert counts["QUANTIZE"] == 5
+            assert counts["DEQUANTIZE"] > 8  # the heads' and tail convolutions' int8 weights, and the 4 entries
+        else:
+            assert int8_acts == [] and counts["QUANTIZE"] == 0
+        path = exported("short_range:tflite").with_name(f"short_range_tail{tail}.tflite")
+        path.write_bytes(q)
+        reg, logits = load_backend(path)(x)
+        errors[tail] = float((reg - float_out[0]).abs().mean()), float((logits - float_out[1]).abs().mean())
+    # mean |error| over all anchors (measured: int8 1.62 px / 2.20 logit, all-float tail 0.47 / 0.72)
+    assert errors[1000][0] < 0.4 * errors[0][0] and errors[1000][1] < 0.4 * errors[0][1]
+    assert errors[1000][0] < 1.0
 
 
 def test_int8_onnx_weights_are_small(exported):
@@ -470,13 +537,24 @@ def test_onnx_int8_options_need_an_int8_onnx_export(tmp_path):
         export_model("short_range", "torchscript", tmp_path / "x.pt", int8=True, onnx_int8={})
 
 
-@pytest.mark.parametrize("model", ["back", "full_range_sparse"])
-def test_int8_tflite_warns_for_models_that_need_a_float_tail(model, tmp_path):
-    """The TFLite int8 path rounds every layer; for the models whose ONNX int8 keeps a float tail (back: 1,067
-    wider_val_dev faces against float's 281) the export says so before it starts."""
+@pytest.mark.parametrize(("model", "tail"), [("back", 20), ("full_range_sparse", 12)])
+def test_int8_tflite_keeps_a_float_tail_and_warns_without_it(model, tail, tmp_path):
+    """back and full range sparse need their last layers in float (TFLite int8 without them: back 1,067
+    wider_val_dev faces against float's 281): the export keeps them by default, and warns when told not to."""
+    import warnings
+
     from blazeface.io import ImageLoadError
 
+    assert get_config(model).int8_tflite_float_tail == tail
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.warns(UserWarning, match="prefer --format onnx --int8"), pytest.raises(ImageLoadError, match="no images"):
-        export_model(model, "tflite", tmp_path / "x.tflite", int8=True, calibration=empty)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        with pytest.raises(ImageLoadError, match="no images"):
+            export_model(model, "tflite", tmp_path / "x.tflite", int8=True, calibration=empty)
+    with pytest.warns(UserWarning, match="--tflite-float-tail"), pytest.raises(ImageLoadError, match="no images"):
+        export_model(model, "tflite", tmp_path / "x.tflite", int8=True, calibration=empty, tflite_float_tail=0)
+    with pytest.raises(ValueError, match="tflite_float_tail"):
+        export_model(model, "onnx", tmp_path / "x.onnx", int8=True, tflite_float_tail=3)
+    with pytest.raises(ValueError, match=">= 0"):
+        export_model(model, "tflite", tmp_path / "x.tflite", int8=True, tflite_float_tail=-1)

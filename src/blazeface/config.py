@@ -33,7 +33,9 @@ class ModelConfig:
     by :func:`blazeface.convert.convert_tflite` from ``source_file`` (sha256 ``source_sha256``).
     ``int8_float_tail``: ONNX int8 keeps this many nodes upstream of the heads' inputs in float (see
     :func:`blazeface.export.quantize.head_feeding_nodes`); ``int8_qat_steps``: the steps of quantization-aware
-    fine-tuning its ONNX int8 export runs by default (:func:`blazeface.export.qat.qat_finetune_onnx`).
+    fine-tuning its ONNX int8 export runs by default (:func:`blazeface.export.qat.qat_finetune_onnx`);
+    ``int8_tflite_float_tail``: TFLite int8 keeps this many arithmetic ops upstream of the heads in float
+    (:func:`blazeface.export.tflite_int8.float_tail_ops`).
     """
 
     name: str
@@ -51,6 +53,7 @@ class ModelConfig:
     license: str = "Apache-2.0"
     int8_float_tail: int = 0
     int8_qat_steps: int = 0
+    int8_tflite_float_tail: int = 0
 
     @property
     def input_size(self) -> int:

@@ -40,7 +40,7 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
                  calibration: str | Path | None = None, with_postprocess: bool = False, split_heads: bool = False,
                  weights: str | Path | None = None, max_detections: int = 100, nms: str = "weighted",
                  augment: bool = True, onnx_int8: dict[str, Any] | None = None,
-                 qat_steps: int | None = None) -> Path:
+                 qat_steps: int | None = None, tflite_float_tail: int | None = None) -> Path:
     """Export registered ``model`` as ``fmt`` (``None``: from ``output``'s suffix) to ``output``.
 
     Args:
@@ -59,6 +59,8 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
             rounding, distilled from its float self on the calibration images
             (:func:`~blazeface.export.qat.qat_finetune_onnx`; about 0.5 s a step on 2 CPU cores for short range).
             ``None``: :func:`default_qat_steps` (the model's ``int8_qat_steps`` for ONNX int8, else 0).
+        tflite_float_tail: TFLite int8 only: the arithmetic ops upstream of the heads that stay float
+            (:func:`~blazeface.export.tflite_int8.float_tail_ops`); ``None``: the model's ``int8_tflite_float_tail``.
     """
     output = Path(output)
     fmt = fmt or _SUFFIX_FORMATS.get(output.suffix.lower())
@@ -72,6 +74,10 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
         raise ValueError("qat_steps (quantization-aware fine-tuning) needs int8=True")
     if qat_steps is not None and qat_steps < 0:
         raise ValueError(f"qat_steps must be >= 0, got {qat_steps}")
+    if tflite_float_tail is not None and not (int8 and fmt == "tflite"):
+        raise ValueError("tflite_float_tail needs int8=True and the TFLite format")
+    if tflite_float_tail is not None and tflite_float_tail < 0:
+        raise ValueError(f"tflite_float_tail must be >= 0, got {tflite_float_tail}")
     if split_heads and fmt != "tflite":
         raise ValueError("--split-heads is implemented for TFLite only")
     config = get_config(model)
@@ -79,13 +85,13 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
         qat_steps = default_qat_steps(config.name, fmt, int8)
     if config.weights is None and weights is None:
         raise ValueError(f"model {config.name!r} ships no weights; pass weights=PATH")
-    if int8 and fmt == "tflite" and config.int8_float_tail:
+    tail = config.int8_tflite_float_tail if tflite_float_tail is None else tflite_float_tail
+    if int8 and fmt == "tflite" and config.int8_float_tail and not tail:
         import warnings
 
-        warnings.warn(f"int8 TFLite rounds every layer of {config.name}, which needs its last "
-                      f"{config.int8_float_tail} nodes in float (the ONNX int8 export keeps them): on wider_val_dev "
-                      "this file finds faces float does not (benchmarks/RESULTS.md); prefer --format onnx --int8",
-                      UserWarning, stacklevel=2)
+        warnings.warn(f"int8 TFLite without a float tail rounds every layer of {config.name}, which needs its last "
+                      "layers in float: on wider_val_dev this file finds faces float does not (benchmarks/RESULTS.md); "
+                      "keep a float tail (--tflite-float-tail N) or prefer --format onnx --int8", UserWarning, stacklevel=2)
     net = create_model(config.name, pretrained=weights is None, weights=weights).eval()
     size = config.input_size
     images = None
@@ -167,12 +173,12 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
         assert quant is not None
         quant.update({"runtime": "LiteRT full-integer (XNNPACK QS8)", "activations": "int8 per tensor (99.95th percentile per image)",
                       "weights": "int8 per output channel (symmetric)", "head_convs": "float compute, int8 weights",
-                      "io": "float32"})
+                      "io": "float32", "float_tail": tail})
     outputs = ["regressors", "logits"]
     if split_heads:
         outputs = [f"{kind}_{i}" for i in range(len(config.net.heads)) for kind in ("regressors", "logits")]
     meta = build_metadata(config, layout="NHWC", quantization=quant, outputs=outputs)
-    return export_tflite(net, size, output, meta, split_heads=split_heads, int8_images=images)
+    return export_tflite(net, size, output, meta, split_heads=split_heads, int8_images=images, float_tail=tail)
 
 
 class _no_warnings:
@@ -196,7 +202,7 @@ def run_export(args: argparse.Namespace, stdout: TextIO) -> int:
         out = export_model(args.model, args.format, args.output, int8=args.int8, calibration=args.calibration,
                            with_postprocess=args.with_postprocess, split_heads=args.split_heads,
                            weights=args.weights, max_detections=args.max_detections, nms=args.nms,
-                           qat_steps=args.qat_steps)
+                           qat_steps=args.qat_steps, tflite_float_tail=args.tflite_float_tail)
     except (ValueError, FileNotFoundError, ImportError) as exc:
         print(f"blazeface export: {exc}", file=sys.stderr)
         return 1
@@ -217,6 +223,10 @@ def add_export_parser(sub: Any) -> None:
                    help="int8: first fine-tune N steps under int8 rounding, distilled from float (short range, 600 "
                         "steps: about 4.5 min on 2 cores); default: the model's own for ONNX (back: "
                         f"{get_config('back').int8_qat_steps}), else 0")
+    e.add_argument("--tflite-float-tail", type=int, default=None, metavar="N",
+                   help="TFLite int8: the last N arithmetic layers before the heads stay float; default: the "
+                        "model's own (back: " f"{get_config('back').int8_tflite_float_tail}, full range sparse: "
+                        f"{get_config('full_range_sparse').int8_tflite_float_tail}), else 0")
     e.add_argument("--with-postprocess", action="store_true",
                    help="ONNX: decoding and weighted NMS inside the graph (outputs boxes, keypoints, scores)")
     e.add_argument("--nms", choices=("weighted", "hard"), default="weighted", help="NMS inside the graph")

@@ -5,7 +5,8 @@ The graph takes ``[1, S, S, 3]`` float input in [-1, 1] (NHWC, as MediaPipe's mo
 the vendor model zoos instead (short range: ``(1,512,16), (1,512,1), (1,384,16), (1,384,1)``).
 int8: the float file rewritten as a full-integer model (:mod:`.tflite_int8`): int8 activations, per-channel
 int8 weights, int32 biases, calibrated on the given images after cross-layer equalization, so the backbone
-runs in XNNPACK's QS8 kernels; the heads stay float and input/outputs are float32.
+runs in XNNPACK's QS8 kernels; the heads (and the model's ``int8_tflite_float_tail`` layers before them) stay
+float and input/outputs are float32.
 Our metadata JSON is stored in the flatbuffer's ``metadata`` table under the name ``blazeface``.
 """
 
@@ -60,8 +61,9 @@ def _quiet() -> Any:
 
 
 def export_tflite(net: nn.Module, input_size: int, path: str | Path, meta: dict[str, Any],
-                  split_heads: bool = False, int8_images: torch.Tensor | None = None) -> Path:
-    """Convert ``net`` to a ``.tflite`` file (float, or int8 calibrated on ``int8_images [N, 3, S, S]``)."""
+                  split_heads: bool = False, int8_images: torch.Tensor | None = None, float_tail: int = 0) -> Path:
+    """Convert ``net`` to a ``.tflite`` file (float, or int8 calibrated on ``int8_images [N, 3, S, S]``, with
+    ``float_tail`` arithmetic ops upstream of the heads left in float)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     litert_torch = _import_litert_torch()
     wrapper = ChannelsLastNet(net.eval(), split_heads).eval()
@@ -74,7 +76,8 @@ def export_tflite(net: nn.Module, input_size: int, path: str | Path, meta: dict[
     if int8_images is not None:
         from .tflite_int8 import quantize_tflite
 
-        path.write_bytes(quantize_tflite(path.read_bytes(), (img.permute(1, 2, 0)[None].numpy() for img in int8_images)))
+        path.write_bytes(quantize_tflite(path.read_bytes(), (img.permute(1, 2, 0)[None].numpy() for img in int8_images),
+                                         float_tail=float_tail))
     path.write_bytes(add_tflite_metadata(path.read_bytes(), meta))
     return path
 

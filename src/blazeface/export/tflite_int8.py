@@ -8,6 +8,8 @@ and output, as XNNPACK's QS8 kernels require, so the whole backbone runs in XNNP
 float round trip. The heads (the ops from the last 1×1 convolutions to the outputs) stay float after a
 ``DEQUANTIZE``: logits span [-2000, 20] over padding anchors and regressors ±300 px, both too wide for
 one int8 scale; their weights are stored int8 per output channel behind a constant ``DEQUANTIZE``.
+``float_tail=N`` also keeps the last ``N`` arithmetic ops upstream of the heads in float (:func:`float_tail_ops`),
+with a ``DEQUANTIZE`` where an int8 tensor enters them and a ``QUANTIZE`` where their output feeds int8 ops.
 Input and outputs stay float32 (a ``QUANTIZE`` op follows the input).
 """
 
@@ -66,6 +68,33 @@ def head_ops(model: Any, names: dict[int, str]) -> set[int]:
     return head
 
 
+def float_tail_ops(model: Any, names: dict[int, str], heads: set[int], depth: int) -> set[int]:
+    """Indices of the ops up to ``depth`` arithmetic ops (convolution, ``ADD``, ``RELU``) upstream of the head
+    convolutions' inputs, with the value-moving ops (transpose, pad, …) between them; ``depth=0``: none."""
+    g = model.subgraphs[0]
+    producer = {o: i for i, op in enumerate(g.operators) for o in op.outputs}
+
+    def upstream(ops: Iterable[int]) -> list[int]:
+        return [producer[t] for i in ops for t in g.operators[i].inputs if t >= 0 and t in producer]
+
+    tail: set[int] = set()
+    frontier = upstream(i for i in heads if _code(model, g.operators[i], names) == "CONV_2D")
+    for _ in range(depth):
+        arithmetic: list[int] = []
+        stack = list(frontier)
+        while stack:  # value-moving ops cost no depth: walk through them to the arithmetic ops above
+            i = stack.pop()
+            if i in tail or i in heads:
+                continue
+            tail.add(i)
+            if _code(model, g.operators[i], names) in _ARITHMETIC:
+                arithmetic.append(i)
+            else:
+                stack.extend(upstream([i]))
+        frontier = upstream(arithmetic)
+    return tail
+
+
 def activation_ranges(data: bytes, images: Iterable[np.ndarray],
                       percentile: float | None = None) -> dict[int, tuple[float, float]]:
     """Range of every float tensor of the ``.tflite`` ``data`` over ``images`` (each ``[1, S, S, 3]``).
@@ -117,12 +146,42 @@ def _per_channel_int8(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]
     return np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8), scale
 
 
-def quantize_tflite(data: bytes, images: Iterable[np.ndarray], percentile: float | None = PERCENTILE) -> bytes:
+def _unshare_conv_constants(model: Any, names: dict[int, str]) -> None:
+    """Give every convolution its own weight and bias tensors: the converter shares equal constants (e.g. one zero
+    bias for several depthwise convolutions), and each is rewritten with its own convolution's scales."""
+    g = model.subgraphs[0]
+    seen: set[int] = set()
+    for op in g.operators:
+        if _code(model, op, names) not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            continue
+        for j in (1, 2):
+            t = op.inputs[j] if len(op.inputs) > j else -1
+            if t < 0:
+                continue
+            if t in seen:
+                old = g.tensors[t]
+                buf = model.buffers[old.buffer]
+                copy_buf = type(buf)()
+                copy_buf.data = None if buf.data is None else np.array(buf.data, np.uint8)
+                model.buffers.append(copy_buf)
+                new = type(old)()
+                new.shape, new.type, new.name = list(old.shape), old.type, _name(old) + f"_copy{len(g.tensors)}"
+                new.buffer, new.quantization = len(model.buffers) - 1, old.quantization
+                g.tensors.append(new)
+                t = op.inputs[j] = len(g.tensors) - 1
+            seen.add(t)
+
+
+def quantize_tflite(data: bytes, images: Iterable[np.ndarray], percentile: float | None = PERCENTILE,
+                    float_tail: int = 0) -> bytes:
     """The float BlazeFace ``.tflite`` ``data`` as a full-integer int8 model (float I/O, float heads).
 
     ``images``: calibration inputs as the float model takes them (``[1, S, S, 3]`` in [-1, 1]);
-    ``percentile``: activation ranges (see :func:`activation_ranges`; ``None``: min-max).
+    ``percentile``: activation ranges (see :func:`activation_ranges`; ``None``: min-max);
+    ``float_tail``: that many arithmetic ops upstream of the heads also stay float (:func:`float_tail_ops`).
     """
+    if float_tail < 0:
+        raise ValueError(f"float_tail must be >= 0, got {float_tail}")
     import flatbuffers
 
     schema = _schema()
@@ -131,7 +190,9 @@ def quantize_tflite(data: bytes, images: Iterable[np.ndarray], percentile: float
     model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
     g = model.subgraphs[0]
     tensors = g.tensors
+    _unshare_conv_constants(model, names)
     heads = head_ops(model, names)
+    floats = heads | float_tail_ops(model, names, heads, float_tail)  # ops that compute in float
     const = {i for i, t in enumerate(tensors) if t.buffer > 0 and model.buffers[t.buffer].data is not None
              and len(model.buffers[t.buffer].data)}
 
@@ -146,7 +207,7 @@ def quantize_tflite(data: bytes, images: Iterable[np.ndarray], percentile: float
 
     quantized: set[int] = set()
     for i, op in enumerate(g.operators):
-        if i in heads:
+        if i in floats:
             continue
         kind = _code(model, op, names)
         if kind not in _SAME_SCALE | _ARITHMETIC:
@@ -178,7 +239,7 @@ def quantize_tflite(data: bytes, images: Iterable[np.ndarray], percentile: float
 
     for i, op in enumerate(g.operators):
         kind = _code(model, op, names)
-        if i in heads or kind not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        if i in floats or kind not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             continue
         w_t, b_t = tensors[op.inputs[1]], tensors[op.inputs[2]]
         w = np.frombuffer(bytes(model.buffers[w_t.buffer].data), np.float32).reshape(w_t.shape)
@@ -208,10 +269,10 @@ def quantize_tflite(data: bytes, images: Iterable[np.ndarray], percentile: float
     for op in g.operators:
         opcode(_code(model, op, names))
 
-    # head convolutions: float compute on weights stored int8 per output channel behind a constant DEQUANTIZE
-    # (evaluated once when the interpreter is prepared)
+    # float convolutions (heads, tail): float compute on weights stored int8 per output channel behind a constant
+    # DEQUANTIZE (evaluated once when the interpreter is prepared)
     head_weights: dict[int, int] = {}
-    for i in heads:
+    for i in sorted(floats):
         op = g.operators[i]
         if _code(model, op, names) != "CONV_2D" or op.inputs[1] not in const:
             continue
@@ -256,7 +317,7 @@ def quantize_tflite(data: bytes, images: Iterable[np.ndarray], percentile: float
         if i in head_weights:
             ops.append(convert_op("DEQUANTIZE", head_weights[i], op.inputs[1]))
             model.operatorCodes[ops[-1].opcodeIndex].version = 5  # per-channel int8 input
-        if i in heads:
+        if i in floats:
             for j, t in enumerate(op.inputs):
                 if t in quantized:
                     if t not in float_copy:
@@ -265,6 +326,13 @@ def quantize_tflite(data: bytes, images: Iterable[np.ndarray], percentile: float
                         ops.append(convert_op("DEQUANTIZE", t, float_copy[t]))
                     op.inputs[j] = float_copy[t]
         ops.append(op)
+        if i in floats:  # a float tail op whose output int8 ops read: compute into a float copy, then quantize
+            for j, t in enumerate(op.outputs):
+                if t in quantized:
+                    f = new_tensor(tensors[t], _name(tensors[t]) + "_float", schema.TensorType.FLOAT32)
+                    float_copy[t] = f
+                    op.outputs[j] = f
+                    ops.append(convert_op("QUANTIZE", f, t))
     g.operators = ops
     for k, t in enumerate(g.outputs):
         if t in quantized:  # a backbone tensor as an output (not the case for BlazeFace): dequantize
