@@ -4,8 +4,9 @@
 
 For each N: export ``MODEL`` as ONNX int8 with ``qat_steps=N`` (0: post-training only), then the same faces as
 float at its threshold (``export_int8.match``: float faces / int8 faces / matched at IoU >= 0.9 / flips) and WIDER
-AP easy / medium at min score 0.1 (``export_int8.wider_ap``). Accuracy only: QAT changes weights, not the graph,
-so speed is ``export_int8.py``'s. ``--onnx-int8``: a JSON object of ``export_model(onnx_int8=...)`` options
+AP easy / medium at min score 0.1 (``export_int8.wider_ap``), and onnxruntime's median ms of each int8 file and of
+the float export (1 thread, batch 1 and 16, interleaved in this run): QAT changes weights, not the graph, but
+``--onnx-int8`` options (e.g. a longer ``float_tail``) change the graph. ``--onnx-int8``: a JSON object of ``export_model(onnx_int8=...)`` options
 (e.g. 8-bit instead of 7-bit weights). Prints one JSON line per N.
 """
 
@@ -19,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import export_int8 as bench  # noqa: E402
@@ -30,6 +33,19 @@ from blazeface.export import export_model  # noqa: E402
 def ap(ann: dict, images: list[Path], results: list) -> dict[str, float]:
     return {st: round(bench.wider_ap(ann, {p.name: (d.xyxy, d.scores) for p, d in zip(images, results)}, st), 4)
             for st in ("easy", "medium")}
+
+
+def ort_speed(float_path: Path, int8_path: Path, size: int, repeats: int = 60) -> dict[str, dict]:
+    """int8 against float in onnxruntime, 1 thread, batch 1 and 16: median ms (interleaved) and the ratio."""
+    fs, qs = bench.ort_session(float_path, 1), bench.ort_session(int8_path, 1)
+    rng = np.random.default_rng(0)
+    out = {}
+    for bs in (1, 16):
+        x = rng.uniform(-1, 1, (bs, 3, size, size)).astype(np.float32)
+        ms = bench.interleaved_ms({"f": lambda: fs.run(None, {"input": x}), "q": lambda: qs.run(None, {"input": x})},
+                                  repeats if bs == 1 else repeats // 3)
+        out[f"b{bs}"] = bench._speed_row(ms["f"], ms["q"])
+    return out
 
 
 def main() -> None:
@@ -50,6 +66,7 @@ def main() -> None:
              "AP": ap(ann, images, FaceDetector(args.model, device="cpu", min_score=0.1)(images))}]
     print(json.dumps(rows[0]), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
+        float_path = export_model(args.model, "onnx", Path(tmp) / "float.onnx")
         for steps in args.qat_steps:
             t0 = time.perf_counter()
             path = export_model(args.model, "onnx", Path(tmp) / f"q{steps}.onnx", int8=True, qat_steps=steps,
@@ -57,7 +74,8 @@ def main() -> None:
             seconds = round(time.perf_counter() - t0)
             row = {"model": args.model, "commit": commit, "qat_steps": steps, "onnx_int8": args.onnx_int8, "export_seconds": seconds,
                    **bench.match(ref, FaceDetector(str(path), device="cpu")(images), ref_det.min_score),
-                   "AP": ap(ann, images, FaceDetector(str(path), device="cpu", min_score=0.1)(images))}
+                   "AP": ap(ann, images, FaceDetector(str(path), device="cpu", min_score=0.1)(images)),
+                   "onnxruntime_t1": ort_speed(float_path, path, ref_det.config.input_size)}
             print(json.dumps(row), flush=True)
             rows.append(row)
     if args.json:

@@ -221,8 +221,8 @@ def add_export_parser(sub: Any) -> None:
     e.add_argument("--calibration", metavar="DIR", help="folder of photos to calibrate int8 (default: examples/)")
     e.add_argument("--qat-steps", type=int, default=None, metavar="N",
                    help="int8: first fine-tune N steps under int8 rounding, distilled from float (short range, 600 "
-                        "steps: about 4.5 min on 2 cores); default: the model's own for ONNX (back: "
-                        f"{get_config('back').int8_qat_steps}), else 0")
+                        "steps: about 4.5 min on 2 cores); default: the model's int8_qat_steps for ONNX (0 for every "
+                        "shipped model), else 0")
     e.add_argument("--tflite-float-tail", type=int, default=None, metavar="N",
                    help="TFLite int8: the last N arithmetic layers before the heads stay float; default: the "
                         "model's own (back: " f"{get_config('back').int8_tflite_float_tail}, full range sparse: "

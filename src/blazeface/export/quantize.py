@@ -282,7 +282,7 @@ def quantize_onnx(float_path: str | Path, out_path: str | Path, images: torch.Te
     fused ``QLinear*`` nodes instead of QDQ pairs; ``reduce_range`` (default: for ``"int8"`` weights) stores
     weights in 7 bits. ``float_depthwise=True`` leaves the depthwise convolutions in float (int8-stored
     weights): measured no faster and less accurate, kept for the benchmark. ``float_tail``: the nodes that many
-    steps upstream of the heads' inputs stay float (:func:`head_feeding_nodes`; the back model needs 6).
+    steps upstream of the heads' inputs stay float (:func:`head_feeding_nodes`; back: 45).
     The QDQ channel pads of the residuals run in 8 bits (:func:`integer_pads`; ``int_pads=False``: in float).
     """
     try:
