@@ -224,6 +224,30 @@ def images_of(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
 
 
+class WiderValDevCheck:
+    """An exported file against its float model on wider_val_dev: the same faces (:func:`match`) and AP easy /
+    medium at min score 0.1 (:func:`wider_ap`). ``float_ap``: the float model's own AP."""
+
+    def __init__(self, model: str) -> None:
+        self.images = images_of(SHARED / "wider_val_dev" / "images")
+        self.annotations = json.loads((SHARED / "wider_val_dev" / "annotations.json").read_text())
+        self.reference = FaceDetector(model, device="cpu")
+        self.float_results = self.reference(self.images)
+        self.float_ap = self.ap(FaceDetector(model, device="cpu", min_score=0.1)(self.images))
+        self.commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                     text=True).stdout.strip()
+
+    def ap(self, results: list) -> dict[str, float]:
+        dets = {p.name: (d.xyxy, d.scores) for p, d in zip(self.images, results)}
+        return {st: round(wider_ap(self.annotations, dets, st), 4) for st in ("easy", "medium")}
+
+    def compare(self, path: Path) -> dict:
+        """``match`` counts and ``AP`` of the exported file at ``path``."""
+        return {**match(self.float_results, FaceDetector(str(path), device="cpu")(self.images),
+                        self.reference.min_score),
+                "AP": self.ap(FaceDetector(str(path), device="cpu", min_score=0.1)(self.images))}
+
+
 def raw_logit_errors(path: Path, images: torch.Tensor, f_reg: np.ndarray, f_log: np.ndarray) -> dict:
     """int8 - float of the raw network on ``images``, against the float outputs ``f_reg``, ``f_log``: logits at
     anchors near faces (float logit > -2) and the regressors' mean absolute error in input pixels, weighted by

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,13 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import export_int8 as bench  # noqa: E402
 
-from blazeface import FaceDetector  # noqa: E402
 from blazeface.export import export_model  # noqa: E402
-
-
-def ap(ann: dict, images: list[Path], results: list) -> dict[str, float]:
-    return {st: round(bench.wider_ap(ann, {p.name: (d.xyxy, d.scores) for p, d in zip(images, results)}, st), 4)
-            for st in ("easy", "medium")}
 
 
 def ort_speed(float_path: Path, int8_path: Path, size: int, repeats: int = 60) -> dict[str, dict]:
@@ -56,14 +49,9 @@ def main() -> None:
                         help="JSON object of quantize_onnx options, e.g. '{\"reduce_range\": false}'")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
-    images = bench.images_of(bench.SHARED / "wider_val_dev" / "images")
-    ann = json.loads((bench.SHARED / "wider_val_dev" / "annotations.json").read_text())
-    ref_det = FaceDetector(args.model, device="cpu")
-    ref = ref_det(images)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=bench.ROOT, capture_output=True,
-                            text=True).stdout.strip()
-    rows = [{"model": args.model, "commit": commit, "qat_steps": "float",
-             "AP": ap(ann, images, FaceDetector(args.model, device="cpu", min_score=0.1)(images))}]
+    check = bench.WiderValDevCheck(args.model)
+    commit = check.commit
+    rows = [{"model": args.model, "commit": commit, "qat_steps": "float", "AP": check.float_ap}]
     print(json.dumps(rows[0]), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         float_path = export_model(args.model, "onnx", Path(tmp) / "float.onnx")
@@ -72,10 +60,9 @@ def main() -> None:
             path = export_model(args.model, "onnx", Path(tmp) / f"q{steps}.onnx", int8=True, qat_steps=steps,
                                 onnx_int8=args.onnx_int8)
             seconds = round(time.perf_counter() - t0)
-            row = {"model": args.model, "commit": commit, "qat_steps": steps, "onnx_int8": args.onnx_int8, "export_seconds": seconds,
-                   **bench.match(ref, FaceDetector(str(path), device="cpu")(images), ref_det.min_score),
-                   "AP": ap(ann, images, FaceDetector(str(path), device="cpu", min_score=0.1)(images)),
-                   "onnxruntime_t1": ort_speed(float_path, path, ref_det.config.input_size)}
+            row = {"model": args.model, "commit": commit, "qat_steps": steps, "onnx_int8": args.onnx_int8,
+                   "export_seconds": seconds, **check.compare(path),
+                   "onnxruntime_t1": ort_speed(float_path, path, check.reference.config.input_size)}
             print(json.dumps(row), flush=True)
             rows.append(row)
     if args.json:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,13 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import export_int8 as bench  # noqa: E402
 
-from blazeface import FaceDetector  # noqa: E402
 from blazeface.export import export_model  # noqa: E402
-
-
-def ap(ann: dict, images: list[Path], results: list) -> dict[str, float]:
-    return {st: round(bench.wider_ap(ann, {p.name: (d.xyxy, d.scores) for p, d in zip(images, results)}, st), 4)
-            for st in ("easy", "medium")}
 
 
 def litert_ms(paths: list[Path], size: int, rounds: int = 15, runs: int = 20) -> list[float]:
@@ -64,24 +57,17 @@ def main() -> None:
     parser.add_argument("--tails", type=int, nargs="+", default=[0, 3, 6, 9])
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
-    images = bench.images_of(bench.SHARED / "wider_val_dev" / "images")
-    ann = json.loads((bench.SHARED / "wider_val_dev" / "annotations.json").read_text())
-    ref_det = FaceDetector(args.model, device="cpu")
-    ref = ref_det(images)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=bench.ROOT, capture_output=True,
-                            text=True).stdout.strip()
-    rows = [{"model": args.model, "commit": commit, "tflite_float_tail": "float",
-             "AP": ap(ann, images, FaceDetector(args.model, device="cpu", min_score=0.1)(images))}]
+    check = bench.WiderValDevCheck(args.model)
+    commit = check.commit
+    rows = [{"model": args.model, "commit": commit, "tflite_float_tail": "float", "AP": check.float_ap}]
     print(json.dumps(rows[0]), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         float_path = export_model(args.model, "tflite", Path(tmp) / "float.tflite")
         for tail in args.tails:
             path = export_model(args.model, "tflite", Path(tmp) / f"int8_tail{tail}.tflite", int8=True,
                                 tflite_float_tail=tail)
-            int8_ms, float_ms = litert_ms([path, float_path], ref_det.config.input_size)
-            row = {"model": args.model, "commit": commit, "tflite_float_tail": tail,
-                   **bench.match(ref, FaceDetector(str(path), device="cpu")(images), ref_det.min_score),
-                   "AP": ap(ann, images, FaceDetector(str(path), device="cpu", min_score=0.1)(images)),
+            int8_ms, float_ms = litert_ms([path, float_path], check.reference.config.input_size)
+            row = {"model": args.model, "commit": commit, "tflite_float_tail": tail, **check.compare(path),
                    "litert_ms": {"int8": int8_ms, "float": float_ms, "speedup": round(float_ms / int8_ms, 2)}}
             print(json.dumps(row), flush=True)
             rows.append(row)
