@@ -487,6 +487,12 @@ drifting speed; 2-thread ratios swing most):
     back was no faster than float at any depth. The extra faces stay (378-390 against 281 at every depth): most
     are crowd faces float scores within 0.1 of the threshold (109-112 of 123-127 flips), and the float noise
     floor keeps 270-275 of 281.
+    Why int8 back is slow (onnxruntime's profile, 1 thread, one 256x256 image, `ort_profile`, commit ecdfb12):
+    float 14.0 ms (channel-aligned float 10.3), int8 at depth 6 15.4 ms, of which the int8 depthwise convolutions
+    7.7 ms against 3.8 float, QLinearAdd 1.8 ms against 0.9 for the float Add; only the 1x1 convolutions gain
+    (3.3 ms against 5.5). Leaving the depthwise convolutions float (`float_depthwise`) did not pay: one image
+    0.61x (depth 45) and 0.80x (depth 6) float, batch 16 0.83x and 1.24x, faces kept 185 and 109
+    (`benchmarks/results/int8_back_float_depthwise_vnni.json`).
     8-bit instead of 7-bit weights (`--onnx-int8 '{"reduce_range": false}'`, post-training, VNNI) changed little:
     381 faces, 110 matched, AP easy 0.4418 (`benchmarks/results/int8_back_8bit_weights_vnni.json`): the
     activations, not the weights, are what int8 back loses.
