@@ -508,7 +508,7 @@ drifting speed; 2-thread ratios swing most):
   Fully int8, back found 25 faces on the 4 example photos (float: 4) and 22 on the seed images (float: 8),
   because in 8 bits its last residual sums turn background into faces; hence a float tail, first 6 (of 3, 6 and 9,
   6 flipped the fewest wider_val_dev faces at commit `64ec190`), now 45 (above).
-- **Weights.** ONNX 124 KB; TFLite 107 KB (was 145 KB): the head convolutions compute in float on weights
+- **Weights.** ONNX 124 KB; TFLite 107 KB (108,162 B since `7b48069` gives each convolution its own bias; was 145 KB): the head convolutions compute in float on weights
   stored int8 per output channel behind a constant DEQUANTIZE (evaluated once at load; same speed). Both meet
   the 130 KB target. The backbone runs int8 end to end in both files (TFLite: one XNNPACK partition; ONNX: the
   8 DequantizeLinear left are the 4 head weights and the feature maps entering the float heads)."""
