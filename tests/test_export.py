@@ -554,6 +554,9 @@ def test_int8_tflite_keeps_a_float_tail_and_warns_without_it(model, tail, tmp_pa
             export_model(model, "tflite", tmp_path / "x.tflite", int8=True, calibration=empty)
     with pytest.warns(UserWarning, match="--tflite-float-tail"), pytest.raises(ImageLoadError, match="no images"):
         export_model(model, "tflite", tmp_path / "x.tflite", int8=True, calibration=empty, tflite_float_tail=0)
+    with pytest.warns(UserWarning, match="--tflite-float-tail"):  # the CLI flag reaches the export
+        assert main(["export", model, "--int8", "--tflite-float-tail", "0", "--calibration", str(empty),
+                     "-o", str(tmp_path / "x.tflite")]) == 1
     with pytest.raises(ValueError, match="tflite_float_tail"):
         export_model(model, "onnx", tmp_path / "x.onnx", int8=True, tflite_float_tail=3)
     with pytest.raises(ValueError, match=">= 0"):
