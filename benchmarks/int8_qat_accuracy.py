@@ -6,8 +6,8 @@ For each N: export ``MODEL`` as ONNX int8 with ``qat_steps=N`` (0: post-training
 float at its threshold (``export_int8.match``: float faces / int8 faces / matched at IoU >= 0.9 / flips) and WIDER
 AP easy / medium at min score 0.1 (``export_int8.wider_ap``), and onnxruntime's median ms of each int8 file and of
 the float export (1 thread, batch 1 and 16, interleaved in this run): QAT changes weights, not the graph, but
-``--onnx-int8`` options (e.g. a longer ``float_tail``) change the graph. ``--onnx-int8``: a JSON object of ``export_model(onnx_int8=...)`` options
-(e.g. 8-bit instead of 7-bit weights). Prints one JSON line per N.
+``--onnx-int8`` options change it. ``--onnx-int8``: a JSON object of ``export_model(onnx_int8=...)`` options
+(e.g. 8-bit instead of 7-bit weights, or a longer ``float_tail``). Prints one JSON line per N.
 """
 
 from __future__ import annotations

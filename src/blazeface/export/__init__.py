@@ -86,7 +86,7 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
     if config.weights is None and weights is None:
         raise ValueError(f"model {config.name!r} ships no weights; pass weights=PATH")
     tail = config.int8_tflite_float_tail if tflite_float_tail is None else tflite_float_tail
-    if int8 and fmt == "tflite" and config.int8_float_tail and not tail:
+    if int8 and fmt == "tflite" and config.int8_tflite_float_tail and not tail:
         import warnings
 
         warnings.warn(f"int8 TFLite without a float tail rounds every layer of {config.name}, which needs its last "

@@ -271,7 +271,7 @@ def quantize_tflite(data: bytes, images: Iterable[np.ndarray], percentile: float
 
     # float convolutions (heads, tail): float compute on weights stored int8 per output channel behind a constant
     # DEQUANTIZE (evaluated once when the interpreter is prepared)
-    head_weights: dict[int, int] = {}
+    float_conv_weights: dict[int, int] = {}
     for i in sorted(floats):
         op = g.operators[i]
         if _code(model, op, names) != "CONV_2D" or op.inputs[1] not in const:
@@ -288,7 +288,7 @@ def quantize_tflite(data: bytes, images: Iterable[np.ndarray], percentile: float
         tensors.append(q_t)
         model.buffers[w_t.buffer].data = None
         w_t.buffer = 0
-        head_weights[i] = len(tensors) - 1
+        float_conv_weights[i] = len(tensors) - 1
 
     def new_tensor(like: Any, name: str, dtype: int) -> int:
         t = schema.TensorT()
@@ -314,8 +314,8 @@ def quantize_tflite(data: bytes, images: Iterable[np.ndarray], percentile: float
             ops.append(convert_op("QUANTIZE", f, t))
             g.inputs[k] = f
     for i, op in enumerate(g.operators):
-        if i in head_weights:
-            ops.append(convert_op("DEQUANTIZE", head_weights[i], op.inputs[1]))
+        if i in float_conv_weights:
+            ops.append(convert_op("DEQUANTIZE", float_conv_weights[i], op.inputs[1]))
             model.operatorCodes[ops[-1].opcodeIndex].version = 5  # per-channel int8 input
         if i in floats:
             for j, t in enumerate(op.inputs):
