@@ -57,8 +57,8 @@ def test_fake_quantized_short_range_rounds_where_onnx_runtime_does(short_range):
     fq = fake_quantize(net)
     assert len(activation_quantizers(fq)) == 2 + 16 * 3
     weights = {n: m for n, m in fq.named_modules() if isinstance(m, WeightFakeQuant)}
-    assert len(weights) == 1 + 16 * 2 + 4
-    assert sum(m.qmax == 127 for m in weights.values()) == 4  # the head convolutions: int8-stored weights
+    assert len(weights) == 1 + 16 * 2 + 2  # the 2 classifier heads keep float weights (none)
+    assert sum(m.qmax == 127 for m in weights.values()) == 2  # the regressor heads: int8-stored weights
 
 
 def test_fake_quantized_errors_track_onnx_runtime_int8(short_range, tmp_path):
@@ -209,9 +209,9 @@ def test_float_tail_drops_the_rounding_between_float_nodes():
     blocks 29-31 (their depthwise and 1×1 convolutions, residual sums and ReLUs) and block 28's ReLU. Nine
     tensors there feed only float nodes and lose their rounding: the ReLUs of blocks 28-31, the depthwise outputs
     of blocks 29-31 and the 1×1 outputs of blocks 29-30 (block 31's folds into its ReLU). The six convolutions get
-    the int8-stored weights' rounding ([-127, 127]) like the 4 head convolutions."""
+    the int8-stored weights' rounding ([-127, 127]) like the 2 regressor head convolutions."""
     net = create_model("back").eval()
     plain, tail = fake_quantize(net), fake_quantize(net, float_tail=6)
     assert len(activation_quantizers(plain)) - len(activation_quantizers(tail)) == 9
     stored = lambda m: sum(w.qmax == 127 for w in m.modules() if isinstance(w, WeightFakeQuant))  # noqa: E731
-    assert stored(plain) == 4 and stored(tail) == 4 + 6
+    assert stored(plain) == 2 and stored(tail) == 2 + 6

@@ -6,8 +6,8 @@ then exported and quantized as usual (:func:`~blazeface.export.quantize.quantize
 
 :func:`fake_quantize` wraps a network in the rounding of the QDQ graph that ``quantize_onnx`` writes:
 
-- weights per output channel, symmetric, in ``[-64, 64]`` (ORT's int8 with ``reduce_range``); the head
-  convolutions' weights in ``[-127, 127]`` (stored int8, computed in float);
+- weights per output channel, symmetric, in ``[-64, 64]`` (ORT's int8 with ``reduce_range``); the regressor
+  heads' weights in ``[-127, 127]`` (stored int8, computed in float); the classifier heads' stay float;
 - activations uint8 per tensor, asymmetric, the range ORT's percentile calibrator picks (the 99.99th percentile:
   0.005 % cut on each side, clamped to include 0), at the tensors ORT quantizes: the network input, every
   convolution and residual sum, and the output of a ReLU in place of its input (ORT folds the ReLU into the
@@ -197,7 +197,7 @@ def fake_quantize(net: nn.Module, float_tail: int = 0) -> fx.GraphModule:
     gm.graph.lint()
     gm.recompile()
     for name, module in gm.named_modules():
-        if isinstance(module, nn.Conv2d):
+        if isinstance(module, nn.Conv2d) and not name.startswith("classifiers."):  # float weights in the file
             stored_only = name in tail_convs or any(name.startswith(h + ".") for h in heads)
             parametrize.register_parametrization(module, "weight",
                                                  WeightFakeQuant(HEAD_WEIGHT_QMAX if stored_only else WEIGHT_QMAX))

@@ -2,8 +2,9 @@
 
 Every path first applies :func:`~blazeface.export.equalize.equalize` (exact in float) and calibrates on
 letterboxed images: a folder, or by default the bundled ``examples/`` photos with augmentations (flips,
-zooms in and shifts, brightness/contrast, grey). The 1×1 head convolutions keep int8 weights but
-float outputs (regressors are input pixels spanning ±300: one int8 step would be 2.4 px).
+zooms in and shifts, brightness/contrast, grey). The head convolutions compute in float (regressors are
+input pixels spanning ±300: one int8 step would be 2.4 px) on weights stored int8 (regressors) or float16
+(classifiers: :func:`classifier_nodes`).
 Quantization-aware fine-tuning before either path: :mod:`blazeface.export.qat`.
 """
 
@@ -104,6 +105,27 @@ def head_nodes(model: Any) -> list[str]:
     return seen
 
 
+def classifier_nodes(model: Any) -> list[str]:
+    """The :func:`head_nodes` that feed the ``logits`` output: their weights stay float32.
+
+    A classifier's few weights span a wide range (back: the largest of ``classifiers.0`` is 345× its median), so
+    one int8 step per output channel moves logits by ~0.4 and flips faces near the threshold (back: 357 anchors
+    on wider_val_dev, against none for the regressors). They are stored float16 (:func:`_float16_weights`: a
+    relative step of 2^-11 per weight; short range's weights stay within 130 KB) and compute in float32.
+    """
+    producer = {o: n for n in model.graph.node for o in n.output}
+    heads = set(head_nodes(model))
+    seen: list[str] = []
+    stack = [o.name for o in model.graph.output if o.name == "logits"]
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or node.name in seen or node.name not in heads:
+            continue
+        seen.append(node.name)
+        stack.extend(i for i in node.input if i in producer)
+    return seen
+
+
 def head_feeding_nodes(model: Any, depth: int) -> list[str]:
     """Names of the nodes up to ``depth`` steps upstream of the head convolutions' inputs (``depth=3``: the
     last convolution, residual ``Add`` and ``ReLU`` of each block a head reads), to keep in float."""
@@ -156,6 +178,21 @@ def _weights_only_int8(model: Any, conv_names: set[str]) -> None:
                                           [base], name=base + "_dq", axis=0))
     for n in reversed(new_nodes):
         model.graph.node.insert(0, n)
+
+
+def _float16_weights(model: Any, conv_names: set[str]) -> None:
+    """Store the weights of float ``Conv`` nodes as float16 + ``Cast`` (folded at load: float32 compute)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    weights = [n.input[1] for n in model.graph.node
+               if n.op_type == "Conv" and n.name in conv_names and n.input[1] in inits]
+    for base in weights:
+        w = numpy_helper.to_array(inits[base])
+        model.graph.initializer.remove(inits[base])
+        model.graph.initializer.append(numpy_helper.from_array(w.astype(np.float16), base + "_fp16"))
+        model.graph.node.insert(0, helper.make_node("Cast", [base + "_fp16"], [base], name=base + "_cast",
+                                                    to=TensorProto.FLOAT))
 
 
 def _producers_and_consumers(graph: Any) -> tuple[dict[str, Any], dict[str, list[Any]]]:
@@ -278,7 +315,8 @@ def quantize_onnx(float_path: str | Path, out_path: str | Path, images: torch.Te
     in 7 bits with ``reduce_range``, since the u8×s8 kernels of AVX2 CPUs without VNNI add pairs of products
     in int16, which saturates with 8-bit weights) or ``"uint8"`` (asymmetric, ORT's u8×u8 kernels: slower,
     and on the seed images and wider_val_dev more faces differ from float; benchmarks/RESULTS.md).
-    The head convolutions run in float with int8-stored weights. ``quant_format="qoperator"`` writes ORT's
+    The head convolutions run in float, the regressors' weights stored int8, the classifiers' float16
+    (:func:`classifier_nodes`). ``quant_format="qoperator"`` writes ORT's
     fused ``QLinear*`` nodes instead of QDQ pairs; ``reduce_range`` (default: for ``"int8"`` weights) stores
     weights in 7 bits. ``float_depthwise=True`` leaves the depthwise convolutions in float (int8-stored
     weights): measured no faster and less accurate, kept for the benchmark. ``float_tail``: the nodes that many
@@ -324,7 +362,9 @@ def quantize_onnx(float_path: str | Path, out_path: str | Path, images: torch.Te
             )
         model = onnx.load(str(qtmp))
     producer = {o: n for n in model.graph.node for o in n.output}
-    _weights_only_int8(model, {n for n in excluded if n in {p.name for p in producer.values()}})
+    classifiers = set(classifier_nodes(model))
+    _weights_only_int8(model, {n for n in excluded if n in {p.name for p in producer.values()} and n not in classifiers})
+    _float16_weights(model, classifiers)
     if int_pads:
         integer_pads(model)
     share_concat_scales(model)

@@ -7,7 +7,8 @@ channel, biases int32. Ops that move values without arithmetic (``PAD``, ``MAX_P
 and output, as XNNPACK's QS8 kernels require, so the whole backbone runs in XNNPACK's int8 path with no
 float round trip. The heads (the ops from the last 1×1 convolutions to the outputs) stay float after a
 ``DEQUANTIZE``: logits span [-2000, 20] over padding anchors and regressors ±300 px, both too wide for
-one int8 scale; their weights are stored int8 per output channel behind a constant ``DEQUANTIZE``.
+one int8 scale; the regressors' weights are stored int8 per output channel behind a constant ``DEQUANTIZE``,
+the classifiers' stay float32 (a few outlier weights set their int8 step: back flipped faces near the threshold).
 ``float_tail=N`` also keeps the last ``N`` arithmetic ops upstream of the heads in float (:func:`float_tail_ops`),
 with a ``DEQUANTIZE`` where an int8 tensor enters them and a ``QUANTIZE`` where their output feeds int8 ops.
 Input and outputs stay float32 (a ``QUANTIZE`` op follows the input).
@@ -52,12 +53,16 @@ def _code(model: Any, op: Any, names: dict[int, str]) -> str:
     return names[max(c.builtinCode, c.deprecatedBuiltinCode)]
 
 
-def head_ops(model: Any, names: dict[int, str]) -> set[int]:
-    """Indices of the ops from the outputs back to (and including) the first ``CONV_2D`` on each path."""
+def head_ops(model: Any, names: dict[int, str], logits_only: bool = False) -> set[int]:
+    """Indices of the ops from the outputs back to (and including) the first ``CONV_2D`` on each path.
+
+    ``logits_only``: from the logits outputs only (``[1, A, 1]``): the classifier heads, whose weights stay float
+    (see ``blazeface.export.quantize.classifier_nodes``).
+    """
     g = model.subgraphs[0]
     producer = {o: i for i, op in enumerate(g.operators) for o in op.outputs}
     head: set[int] = set()
-    stack = list(g.outputs)
+    stack = [t for t in g.outputs if not logits_only or list(g.tensors[t].shape)[-1] == 1]
     while stack:
         i = producer.get(stack.pop())
         if i is None or i in head:
@@ -269,10 +274,11 @@ def quantize_tflite(data: bytes, images: Iterable[np.ndarray], percentile: float
     for op in g.operators:
         opcode(_code(model, op, names))
 
-    # float convolutions (heads, tail): float compute on weights stored int8 per output channel behind a constant
-    # DEQUANTIZE (evaluated once when the interpreter is prepared)
+    # float convolutions (regressor heads, tail): float compute on weights stored int8 per output channel behind a
+    # constant DEQUANTIZE (evaluated once when the interpreter is prepared); the classifier heads keep float weights
     float_conv_weights: dict[int, int] = {}
-    for i in sorted(floats):
+    classifiers = head_ops(model, names, logits_only=True)
+    for i in sorted(floats - classifiers):
         op = g.operators[i]
         if _code(model, op, names) != "CONV_2D" or op.inputs[1] not in const:
             continue
