@@ -116,15 +116,15 @@ _MODELS: dict[str, ModelConfig] = {
             weights_sha256="7a39da06f1a11e2c11079e64dd79b1c894b21d4d6e762b4b5968c6328aeb49b6",
             source_file="face_detection_back.tflite",
             source_sha256="e376cf6b168d5ece8a3cedb94acc4eb168a136aede125ccc3d903ef38f5beda8",
-            # in 8 bits the last blocks' residual sums turn background into faces (examples/: 25 faces, not 4). Of
-            # head_feeding_nodes depths 6, 30, 45, 60 (13, 59, 87, 116 of the graph's 148 nodes float), post-training
-            # int8 keeps 110, 153, 184, 204 of 281 wider_val_dev faces at IoU >= 0.9; 45: AP easy / medium 0.4551 /
-            # 0.2793 (float 0.4607 / 0.2791), more than depth 6 with 300 QAT steps (116, 0.4513 / 0.2774), exported
-            # in a minute instead of ~15; at 0.66x float speed for one image (depth 6: 0.85x); benchmarks/RESULTS.md
+            # in 8 bits the last blocks' residual sums turn background into faces (examples/: 25 faces, not 4). With
+            # float classifier weights (cf75ecf), of head_feeding_nodes depths 0, 6, 12, 20, 30, 45 post-training
+            # int8 keeps 80, 116, 129, 139, 168, 202 of 281 wider_val_dev faces at IoU >= 0.9; 45 (87 of the graph's
+            # 148 nodes float): 262 faces found, AP easy / medium 0.4650 / 0.2850 (float 0.4607 / 0.2791), at 0.70x
+            # float speed for one image (depths 6-20: 0.88-0.95x); benchmarks/RESULTS.md
             int8_float_tail=45,
             # TFLite int8 (tflite_int8.float_tail_ops: arithmetic ops, a fused ADD+ReLU counts once): of 0, 2, 4, 6,
-            # 9, 12, 15, 20 ops, 20 keeps the most wider_val_dev faces at IoU >= 0.9 (190 of 281; 0: 46, 1,067 faces),
-            # AP easy / medium 0.4586 / 0.2793 (float 0.4607 / 0.2791); benchmarks/RESULTS.md
+            # 9, 12, 15, 20 ops, 20 kept the most wider_val_dev faces at IoU >= 0.9 (94b7735); with float classifier
+            # weights 213 of 281 (0: 45, 723 faces found), AP easy / medium 0.4692 / 0.2844 (float 0.4607 / 0.2791)
             int8_tflite_float_tail=20,
         ),
         ModelConfig(
@@ -153,7 +153,8 @@ _MODELS: dict[str, ModelConfig] = {
             # all in 8 bits its logits near faces drop by 0.42 on average (full range: 0.03) and int8 keeps 103 of 161
             # wider_val_dev faces; with the 12 nodes nearest the head in float it keeps all 161 (125 at IoU >= 0.9;
             # of 3, 6, 9, 12, 15, 20 nodes: 115, 117, 154, 161, 156, 156 faces); 99.999th-percentile or min-max
-            # ranges instead were worse (231 and 42 faces), and QAT too (92); benchmarks/RESULTS.md
+            # ranges instead were worse (231 and 42 faces), and QAT too (92); with float classifier weights (cf75ecf)
+            # 150 found, 121 at IoU >= 0.9, AP 0.3967 / 0.1980 (float 0.3898 / 0.1956); benchmarks/RESULTS.md
             int8_float_tail=12,
             # TFLite int8: of 0, 3, 6, 9, 12 arithmetic ops, 12 keeps the most faces at IoU >= 0.9 (140 of 161; 0: 47),
             # AP 0.3936 / 0.1987 (float 0.3898 / 0.1956)

@@ -135,7 +135,7 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
                           "activations": "uint8 per tensor (99.99th percentile ranges)",
                           "weights": ("int8 per output channel (symmetric" + (", 7 bits)" if opts.get("reduce_range", True) else ")")
                                       if signed else "uint8 per output channel (asymmetric)"),
-                          "head_convs": "float compute, int8 weights",
+                          "head_convs": "float compute; regressor weights int8, classifier weights float16",
                           "graph": f"channels zero-padded to multiples of {block}" if block else "as trained",
                           "float_tail": opts["float_tail"]})
         else:
@@ -172,7 +172,8 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
     if int8:
         assert quant is not None
         quant.update({"runtime": "LiteRT full-integer (XNNPACK QS8)", "activations": "int8 per tensor (99.95th percentile per image)",
-                      "weights": "int8 per output channel (symmetric)", "head_convs": "float compute, int8 weights",
+                      "weights": "int8 per output channel (symmetric)",
+                      "head_convs": "float compute; regressor weights int8, classifier weights float32",
                       "io": "float32", "float_tail": tail})
     outputs = ["regressors", "logits"]
     if split_heads:
