@@ -475,6 +475,10 @@ drifting speed; 2-thread ratios swing most):
     tails' AP moves up to 0.015 from float, and none of them makes int8 back faster than float: 0.88-0.94x for one
     image at 12-20). The conclusion of the 8-bit-weights run below ("the activations, not the weights") was wrong:
     that run changed the body's weights, not the classifier's.
+    300 QAT steps on top (`int8_qat_accuracy.py back --qat-steps 300`, commit `cbd5915`): 261 faces / 216 matched /
+    26 flips, AP 0.4567 / 0.2761, but a 26-min export (beside another job): not the default. On the 4 example
+    photos and the 8 seed-image faces int8 back now finds exactly float's faces in both runtimes (min IoU 0.94 ONNX,
+    0.92 TFLite); full range sparse too, with one seed face below IoU 0.9 (ONNX 0.85) and two in TFLite (0.88).
   - back TFLite, float tail 20: 388 faces / 190 matched -> 274 / 213 (39 flips, 37 near the threshold), AP 0.4692 /
     0.2844; tail 6: 249 / 108, AP 0.4551 / 0.2767; none: 723 / 45.
   - full range sparse (tail 12 in both): ONNX 161 / 161 / 125 / 28 -> 161 / 150 / 121 / 25, AP 0.3872 / 0.1951 ->
