@@ -30,7 +30,7 @@ from torch import fx, nn
 from torch.nn.utils import parametrize
 
 WEIGHT_QMAX = 64  # ORT's symmetric int8 weights with reduce_range
-HEAD_WEIGHT_QMAX = 127  # the head convolutions' int8-stored weights (_weights_only_int8)
+HEAD_WEIGHT_QMAX = 127  # the regressor heads' and float tail's int8-stored weights (_weights_only_int8)
 ACTIVATION_PERCENTILE = 99.99  # quantize_onnx's default
 
 
