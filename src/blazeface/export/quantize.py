@@ -85,16 +85,17 @@ def prepare_for_int8(net: nn.Module, images: torch.Tensor) -> nn.Module:
 # ------------------------------------------------------------------------------------------------
 # ONNX Runtime QDQ
 # ------------------------------------------------------------------------------------------------
-def head_nodes(model: Any) -> list[str]:
+def head_nodes(model: Any, outputs: tuple[str, ...] | None = None) -> list[str]:
     """Names of the nodes from the head convolutions to the graph outputs (Conv, Transpose, Reshape, Concat).
 
     Each path upstream from an output ends at its first plain (not depthwise) ``Conv``: the full-range heads are
     a 1×1 convolution, a 3×3 depthwise one and a depth-to-space, and the whole of it stays float.
+    ``outputs``: start from these graph outputs only (default: all).
     """
     producer = {o: n for n in model.graph.node for o in n.output}
     depthwise = set(depthwise_nodes(model))
     seen: list[str] = []
-    stack = [o.name for o in model.graph.output]
+    stack = [o.name for o in model.graph.output if outputs is None or o.name in outputs]
     while stack:
         node = producer.get(stack.pop())
         if node is None or node.name in seen:
@@ -106,24 +107,14 @@ def head_nodes(model: Any) -> list[str]:
 
 
 def classifier_nodes(model: Any) -> list[str]:
-    """The :func:`head_nodes` that feed the ``logits`` output: their weights stay float32.
+    """The :func:`head_nodes` that feed the ``logits`` output: their weights are stored float16, not int8.
 
     A classifier's few weights span a wide range (back: the largest of ``classifiers.0`` is 345× its median), so
     one int8 step per output channel moves logits by ~0.4 and flips faces near the threshold (back: 357 anchors
-    on wider_val_dev, against none for the regressors). They are stored float16 (:func:`_float16_weights`: a
-    relative step of 2^-11 per weight; short range's weights stay within 130 KB) and compute in float32.
+    on wider_val_dev, against none for the regressors). float16 (:func:`_float16_weights`) is a relative step of
+    2^-11 per weight and keeps short range's weights within 130 KB; the convolutions compute in float32.
     """
-    producer = {o: n for n in model.graph.node for o in n.output}
-    heads = set(head_nodes(model))
-    seen: list[str] = []
-    stack = [o.name for o in model.graph.output if o.name == "logits"]
-    while stack:
-        node = producer.get(stack.pop())
-        if node is None or node.name in seen or node.name not in heads:
-            continue
-        seen.append(node.name)
-        stack.extend(i for i in node.input if i in producer)
-    return seen
+    return head_nodes(model, outputs=("logits",))
 
 
 def head_feeding_nodes(model: Any, depth: int) -> list[str]:
@@ -361,9 +352,9 @@ def quantize_onnx(float_path: str | Path, out_path: str | Path, images: torch.Te
                 extra_options={"CalibPercentile": percentile, "CalibTensorRangeSymmetric": False},
             )
         model = onnx.load(str(qtmp))
-    producer = {o: n for n in model.graph.node for o in n.output}
+    present = {n.name for n in model.graph.node}
     classifiers = set(classifier_nodes(model))
-    _weights_only_int8(model, {n for n in excluded if n in {p.name for p in producer.values()} and n not in classifiers})
+    _weights_only_int8(model, {n for n in excluded if n in present and n not in classifiers})
     _float16_weights(model, classifiers)
     if int_pads:
         integer_pads(model)
