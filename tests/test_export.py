@@ -66,6 +66,9 @@ def exported(tmp_path_factory):
             elif kind == "onnx_int8":
                 # post-training int8 only (back's default adds minutes of fine-tuning; tests/test_qat.py covers it)
                 cache[key] = export_model(name, "onnx", tmp / f"{name}_int8.onnx", int8=True, qat_steps=0)
+            elif kind == "onnx_int8_conv_heads":  # the heads as exported, not rewritten as MatMul
+                cache[key] = export_model(name, "onnx", tmp / f"{name}_int8c.onnx", int8=True, qat_steps=0,
+                                          onnx_int8={"matmul_heads": False})
             elif kind == "onnx_int8_unaligned":
                 cache[key] = export_model(name, "onnx", tmp / f"{name}_int8u.onnx", int8=True,
                                           onnx_int8={"channel_block": None})
@@ -337,16 +340,43 @@ def test_int8_onnx_classifier_heads_keep_float16_weights(exported):
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     producer = {o: n for n in model.graph.node for o in n.output}
     nodes = {n.name: n for n in model.graph.node}
-    classifiers = [nodes[n] for n in classifier_nodes(model) if nodes[n].op_type == "Conv"]
-    regressors = [nodes[n] for n in set(head_nodes(model)) - set(classifier_nodes(model)) if nodes[n].op_type == "Conv"]
+    # short range's 1x1 heads are channels-last MatMul nodes (quantize.heads_as_matmul): weights [C, O]
+    classifiers = [nodes[n] for n in classifier_nodes(model) if nodes[n].op_type == "MatMul"]
+    regressors = [nodes[n] for n in set(head_nodes(model)) - set(classifier_nodes(model)) if nodes[n].op_type == "MatMul"]
     assert len(classifiers) == len(regressors) == 2
-    for conv in classifiers:
-        cast = producer[conv.input[1]]
+    for matmul in classifiers:
+        cast = producer[matmul.input[1]]
         w = inits[cast.input[0]]
-        assert cast.op_type == "Cast" and w.dtype == np.float16 and w.shape[0] in (2, 6)
-    for conv in regressors:
-        dq = producer[conv.input[1]]
+        assert cast.op_type == "Cast" and w.dtype == np.float16 and w.shape[1] in (2, 6)
+    for matmul in regressors:
+        dq = producer[matmul.input[1]]
         assert dq.op_type == "DequantizeLinear" and inits[dq.input[0]].dtype == np.int8
+        assert inits[dq.input[0]].shape[1] in (32, 96)  # 2 and 6 anchors x 16 numbers per cell
+
+
+def test_int8_onnx_matmul_heads_are_the_same_function(exported):
+    """``heads_as_matmul`` rewrites short range's four 1×1 heads as channels-last MatMul nodes: on real photos the
+    outputs are those of the file with the exported Conv heads (same calibration, so the same 8-bit body), and
+    onnxruntime runs the regressors as integer GEMMs with float output and needs no layout transpose between the
+    body and the heads (only the input's NCHW -> NHWC)."""
+    import onnx
+    import onnxruntime as ort
+
+    from blazeface.export.quantize import calibration_images
+    from blazeface.inference.backends import ort_session
+
+    new, old = exported("short_range:onnx_int8"), exported("short_range:onnx_int8_conv_heads")
+    assert sum(n.op_type == "MatMul" for n in onnx.load(str(new)).graph.node) == 4
+    assert sum(n.op_type == "MatMul" for n in onnx.load(str(old)).graph.node) == 0
+    x = calibration_images(EXAMPLES, 128, augment=False).numpy()
+    (reg_new, log_new), (reg_old, log_old) = ort_session(new, 1).run(None, {"input": x}), ort_session(old, 1).run(None, {"input": x})
+    assert np.abs(log_new - log_old).max() <= 1e-4 and np.abs(reg_new - reg_old).max() <= 1e-3  # float rounding
+    assert np.abs(reg_old).max() > 10  # real outputs, not zeros
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(new.with_suffix(".opt.onnx"))
+    ort.InferenceSession(str(new), opts, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node]
+    assert ops.count("MatMulIntegerToFloat") == 2 and ops.count("Transpose") == 1
 
 
 def test_int8_onnx_quantizes_the_channel_aligned_graph(exported):

@@ -136,6 +136,8 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
                           "weights": ("int8 per output channel (symmetric" + (", 7 bits)" if opts.get("reduce_range", True) else ")")
                                       if signed else "uint8 per output channel (asymmetric)"),
                           "head_convs": "float compute; regressor weights int8, classifier weights float16",
+                          # 1x1 heads reading the 8-bit body, rewritten as channels-last MatMul (quantize.heads_as_matmul)
+                          "matmul_heads": sum(n.op_type == "MatMul" for n in model_proto.graph.node),
                           "graph": f"channels zero-padded to multiples of {block}" if block else "as trained",
                           "float_tail": opts["float_tail"]})
         else:

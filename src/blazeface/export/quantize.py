@@ -4,7 +4,7 @@ Every path first applies :func:`~blazeface.export.equalize.equalize` (exact in f
 letterboxed images: a folder, or by default the bundled ``examples/`` photos with augmentations (flips,
 zooms in and shifts, brightness/contrast, grey). The head convolutions compute in float (regressors are
 input pixels spanning ±300: one int8 step would be 2.4 px) on weights stored int8 (regressors) or float16
-(classifiers: :func:`classifier_nodes`).
+(classifiers: :func:`classifier_nodes`); 1×1 heads on the 8-bit body run channels-last (:func:`heads_as_matmul`).
 Quantization-aware fine-tuning before either path: :mod:`blazeface.export.qat`.
 """
 
@@ -88,8 +88,9 @@ def prepare_for_int8(net: nn.Module, images: torch.Tensor) -> nn.Module:
 def head_nodes(model: Any, outputs: tuple[str, ...] | None = None) -> list[str]:
     """Names of the nodes from the head convolutions to the graph outputs (Conv, Transpose, Reshape, Concat).
 
-    Each path upstream from an output ends at its first plain (not depthwise) ``Conv``: the full-range heads are
-    a 1×1 convolution, a 3×3 depthwise one and a depth-to-space, and the whole of it stays float.
+    Each path upstream from an output ends at its first plain (not depthwise) ``Conv``, or ``MatMul`` (a head
+    :func:`heads_as_matmul` rewrote): the full-range heads are a 1×1 convolution, a 3×3 depthwise one and a
+    depth-to-space, and the whole of it stays float.
     ``outputs``: start from these graph outputs only (default: all).
     """
     producer = {o: n for n in model.graph.node for o in n.output}
@@ -101,7 +102,7 @@ def head_nodes(model: Any, outputs: tuple[str, ...] | None = None) -> list[str]:
         if node is None or node.name in seen:
             continue
         seen.append(node.name)
-        if node.op_type != "Conv" or node.name in depthwise:
+        if node.op_type not in ("Conv", "MatMul") or node.name in depthwise:
             stack.extend(i for i in node.input if i in producer)
     return seen
 
@@ -270,6 +271,83 @@ def share_concat_scales(model: Any) -> int:
     return done
 
 
+def heads_as_matmul(model: Any) -> int:
+    """Rewrite each head ``Conv 1×1 → Transpose(0, 2, 3, 1)`` that reads the 8-bit body as ``Transpose`` of the
+    8-bit tensor ``→ DequantizeLinear → MatMul [C, O] (+ Add bias)`` (in place): the same function, in the
+    channels-last layout ONNX Runtime's int8 body already computes in. ORT then drops the layout transposes
+    between body and heads, and fuses the regressors' ``DequantizeLinear`` pair and ``MatMul`` into one integer
+    GEMM with float output (``MatMulIntegerToFloat``: exact, where the ``Conv`` dequantized its input once per
+    head and its int8 weights on every run); the classifiers' float16 weights stay float16 + ``Cast``.
+    Heads of other shapes (full range's 1×1 → depthwise → depth-to-space) and float-fed heads are left alone.
+    Returns the number rewritten.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    producer, consumers = _producers_and_consumers(g)
+    heads = set(head_nodes(model))
+
+    def columns(name: str, suffix: str) -> str:  # weight [O, C, 1, 1] -> new initializer [C, O]
+        w = numpy_helper.to_array(inits[name])
+        g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(w.reshape(w.shape[0], -1).T), suffix))
+        return suffix
+
+    done = 0
+    for conv in [n for n in g.node if n.name in heads and n.op_type == "Conv"]:
+        a = {x.name: helper.get_attribute_value(x) for x in conv.attribute}
+        after = consumers.get(conv.output[0], [])
+        dq, w_from = producer.get(conv.input[0]), producer.get(conv.input[1])
+        if (a.get("group", 1) != 1 or list(a.get("kernel_shape", [])) != [1, 1] or any(a.get("pads", []))
+                or any(v != 1 for v in a.get("strides", [])) or any(v != 1 for v in a.get("dilations", []))
+                or len(after) != 1 or after[0].op_type != "Transpose"
+                or [int(v) for v in helper.get_attribute_value(after[0].attribute[0])] != [0, 2, 3, 1]
+                or dq is None or dq.op_type != "DequantizeLinear"):
+            continue
+        p = conv.name + "_matmul"
+        new = [helper.make_node("Transpose", [dq.input[0]], [p + "_x8"], name=p + "_nhwc", perm=[0, 2, 3, 1]),
+               helper.make_node("DequantizeLinear", [p + "_x8", *dq.input[1:]], [p + "_x"], name=p + "_x_dq")]
+        if w_from is not None and w_from.op_type == "DequantizeLinear":  # int8 per output channel: now columns
+            new.append(helper.make_node("DequantizeLinear", [columns(w_from.input[0], p + "_w_int8"), *w_from.input[1:]],
+                                        [p + "_w"], name=p + "_w_dq", axis=1))
+        elif w_from is not None and w_from.op_type == "Cast":
+            new.append(helper.make_node("Cast", [columns(w_from.input[0], p + "_w_fp16")], [p + "_w"],
+                                        name=p + "_w_cast", to=TensorProto.FLOAT))
+        elif conv.input[1] in inits:
+            columns(conv.input[1], p + "_w")
+        else:
+            continue
+        out = after[0].output[0]
+        if len(conv.input) > 2 and conv.input[2]:
+            new += [helper.make_node("MatMul", [p + "_x", p + "_w"], [p + "_y"], name=p),
+                    helper.make_node("Add", [p + "_y", conv.input[2]], [out], name=p + "_bias")]
+        else:
+            new.append(helper.make_node("MatMul", [p + "_x", p + "_w"], [out], name=p))
+        at = list(g.node).index(conv)
+        g.node.remove(conv)
+        g.node.remove(after[0])
+        for k, node in enumerate(new):
+            g.node.insert(at + k, node)
+        done += 1
+    _drop_unused(g)
+    return done
+
+
+def _drop_unused(graph: Any) -> None:
+    """Remove the nodes whose outputs nothing reads (repeatedly), then the unread initializers."""
+    outputs = {o.name for o in graph.output}
+    while True:
+        read = {i for n in graph.node for i in n.input} | outputs
+        dead = [n for n in graph.node if not any(o in read for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            graph.node.remove(n)
+    read = {i for n in graph.node for i in n.input}
+    for init in [i for i in graph.initializer if i.name not in read]:
+        graph.initializer.remove(init)
+
+
 def share_duplicate_initializers(model: Any) -> int:
     """Point every use of an initializer equal to an earlier one (same type, shape and bytes: the all-zero
     zero points and biases of the quantizer) at that one, and drop the copy (in place). Returns the number dropped."""
@@ -295,7 +373,7 @@ def share_duplicate_initializers(model: Any) -> int:
 def quantize_onnx(float_path: str | Path, out_path: str | Path, images: torch.Tensor,
                   weight_type: str = "int8", calibrate: str = "percentile", percentile: float = ACTIVATION_PERCENTILE,
                   quant_format: str = "qdq", reduce_range: bool | None = None, int_pads: bool = True,
-                  float_depthwise: bool = False, float_tail: int = 0) -> Path:
+                  float_depthwise: bool = False, float_tail: int = 0, matmul_heads: bool = True) -> Path:
     """ONNX Runtime static 8-bit (QDQ), per-channel weights, calibrated on ``images [N, 3, S, S]``.
 
     Activation ranges: by default the ``percentile`` of all calibration values per tensor (outliers
@@ -313,6 +391,8 @@ def quantize_onnx(float_path: str | Path, out_path: str | Path, images: torch.Te
     weights): measured no faster and less accurate, kept for the benchmark. ``float_tail``: the nodes that many
     steps upstream of the heads' inputs stay float (:func:`head_feeding_nodes`; back: 45).
     The QDQ channel pads of the residuals run in 8 bits (:func:`integer_pads`; ``int_pads=False``: in float).
+    The 1×1 heads that read the 8-bit body become channels-last ``MatMul`` nodes (:func:`heads_as_matmul`;
+    ``matmul_heads=False``: ``Conv`` as exported).
     """
     try:
         import onnx
@@ -359,6 +439,8 @@ def quantize_onnx(float_path: str | Path, out_path: str | Path, images: torch.Te
     if int_pads:
         integer_pads(model)
     share_concat_scales(model)
+    if matmul_heads:
+        heads_as_matmul(model)
     share_duplicate_initializers(model)
     onnx.checker.check_model(model)
     out_path = Path(out_path)

@@ -1,0 +1,134 @@
+"""int8 / float speed in the same runtime, over several rounds, with how busy the machine was (issue 6).
+
+    python benchmarks/int8_speed.py [--model short_range] [--rounds 7] [--repeats 100] [--json FILE]
+    python benchmarks/int8_speed.py --onnx-variant conv_heads='{"matmul_heads": false}'   # an A/B in the same rounds
+
+``export_int8.py`` times each pair once; on a shared machine the ratio of one run moves with the neighbours'
+load (on 2026-12-02 every time here was 3-4x slower than on a quiet day, and the int8 gain shrank). This script
+exports the float and int8 files once (ONNX; TFLite when litert-torch is installed; PyTorch FX int8 in memory),
+then runs ``--rounds`` rounds. In each round every pair runs interleaved (``export_int8.interleaved_ms``: the
+median of ``--repeats`` timings each, float and int8 alternating), at 1 thread and batch 1, 1 thread and batch
+16, and 2 threads and batch 1. It reports per case the median float and int8 ms over rounds and the ratio
+float / int8: its median, its range over rounds, and in how many rounds it was >= 1.5. The 1-minute load
+average before each round shows whether other jobs shared the cores. ``--onnx-variant NAME=JSON`` adds ONNX int8
+files exported with those ``quantize_onnx`` options, timed against the same float file in the same rounds
+(``onnxruntime[NAME]``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import export_int8 as bench  # noqa: E402
+
+from blazeface import get_config  # noqa: E402
+from blazeface.export import export_model  # noqa: E402
+
+CASES = ((1, 1), (1, 16), (2, 1))  # (threads, batch)
+
+
+def export_pairs(model: str, tmp: Path, variants: dict[str, dict]) -> dict[str, tuple[Path, Path]]:
+    """float and int8 files per runtime (and per ONNX variant), exported once into ``tmp``."""
+    onnx_float = export_model(model, "onnx", tmp / "f.onnx")
+    files = {"onnxruntime": (onnx_float, export_model(model, "onnx", tmp / "q.onnx", int8=True))}
+    for name, opts in variants.items():
+        files[f"onnxruntime[{name}]"] = (onnx_float, export_model(model, "onnx", tmp / f"q_{name}.onnx", int8=True,
+                                                                  onnx_int8=opts))
+    try:
+        import litert_torch  # noqa: F401
+
+        files["litert"] = (export_model(model, "tflite", tmp / "f.tflite"),
+                           export_model(model, "tflite", tmp / "q.tflite", int8=True))
+    except ImportError:
+        pass
+    return files
+
+
+def pairs(files: dict[str, tuple[Path, Path]], threads: int) -> dict[str, tuple[Callable, Callable]]:
+    """float and int8 callables ``run(x)`` per runtime, at ``threads`` threads (one session per file: the ONNX
+    variants share the float one)."""
+    from blazeface.inference import load_backend
+
+    backends: dict[Path, Callable] = {}
+    for f, q in files.values():
+        for path in (f, q):
+            backends.setdefault(path, load_backend(path, threads).run)
+    return {runtime: (backends[f], backends[q]) for runtime, (f, q) in files.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="short_range")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--repeats", type=int, default=100)
+    ap.add_argument("--no-torch", action="store_true", help="skip PyTorch FX int8")
+    ap.add_argument("--onnx-variant", action="append", default=[], metavar="NAME=JSON",
+                    help="also time an ONNX int8 file exported with these quantize_onnx options")
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args()
+    size = get_config(args.model).input_size
+    rng = np.random.default_rng(0)
+    times: dict[str, dict[str, list[float]]] = {}
+    loads: list[float] = []
+    variants = {v.split("=", 1)[0]: json.loads(v.split("=", 1)[1]) for v in args.onnx_variant}
+    with tempfile.TemporaryDirectory() as tmp:
+        files = export_pairs(args.model, Path(tmp), variants)
+        runs = {t: pairs(files, t) for t in sorted({t for t, _ in CASES})}
+        if not args.no_torch:
+            from blazeface import create_model
+            from blazeface.export.quantize import calibration_images, quantize_torch_fx
+
+            net = create_model(args.model).eval()
+            qnet = quantize_torch_fx(net, calibration_images(None, size))
+
+            def torch_run(m: torch.nn.Module) -> Callable:
+                def run(x: np.ndarray) -> None:
+                    with torch.inference_mode():
+                        m(torch.from_numpy(x))
+                return run
+            for t in runs:
+                runs[t]["pytorch_fx"] = (torch_run(net), torch_run(qnet))
+        for _ in range(args.rounds):
+            loads.append(round(os.getloadavg()[0], 2))
+            for threads, batch in CASES:
+                torch.set_num_threads(threads)
+                x = rng.uniform(-1, 1, (batch, 3, size, size)).astype(np.float32)
+                fns = {}
+                for runtime, (f, q) in runs[threads].items():
+                    fns[f"{runtime}_t{threads}_b{batch}|float"] = lambda f=f: f(x)
+                    fns[f"{runtime}_t{threads}_b{batch}|int8"] = lambda q=q: q(x)
+                ms = bench.interleaved_ms(fns, args.repeats if batch == 1 else max(10, args.repeats // 8))
+                for key, v in ms.items():
+                    case, kind = key.split("|")
+                    times.setdefault(case, {"float": [], "int8": []})[kind].append(v)
+    rows = {}
+    for case, t in times.items():
+        ratios = [f / q for f, q in zip(t["float"], t["int8"])]
+        rows[case] = {"float_ms": round(statistics.median(t["float"]), 3), "int8_ms": round(statistics.median(t["int8"]), 3),
+                      "ratio_median": round(statistics.median(ratios), 3),
+                      "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)],
+                      "rounds_at_1_5": f"{sum(r >= 1.5 for r in ratios)}/{len(ratios)}"}
+    out = {"model": args.model, "onnx_variants": variants, "machine": bench.machine(), "date": datetime.date.today().isoformat(),
+           "commit": bench.subprocess.run(["git", "describe", "--always", "--dirty"], cwd=bench.ROOT,
+                                          capture_output=True, text=True).stdout.strip(),
+           "rounds": args.rounds, "repeats": args.repeats, "load_average_1min": loads, "cases": rows}
+    print(json.dumps(out, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
