@@ -2,6 +2,7 @@
 
     python benchmarks/int8_speed.py [--model short_range] [--rounds 7] [--repeats 100] [--json FILE]
     python benchmarks/int8_speed.py --onnx-variant conv_heads='{"matmul_heads": false}'   # an A/B in the same rounds
+    python benchmarks/int8_speed.py --render benchmarks/results/int8_speed_*_vnni.json   # the RESULTS.md section
 
 ``export_int8.py`` times each pair once; on a shared machine the ratio of one run moves with the neighbours'
 load (on 2026-12-02 every time here was 3-4x slower than on a quiet day, and the int8 gain shrank). This script
@@ -69,6 +70,36 @@ def pairs(files: dict[str, tuple[Path, Path]], threads: int) -> dict[str, tuple[
     return {runtime: (backends[f], backends[q]) for runtime, (f, q) in files.items()}
 
 
+SECTION = "## int8 speed over rounds (issue 6)"
+
+
+def render(files: list[Path], results_md: Path) -> None:
+    """Write (or replace) this benchmark's section of ``results_md`` from the JSON of earlier runs."""
+    runs = [json.loads(f.read_text()) for f in files]
+    lines = [SECTION, "", "`python benchmarks/int8_speed.py --model MODEL --json FILE`, then `--render FILE...`. "
+             "Per case: median float and int8 ms over rounds, the ratio float / int8 (median and range over rounds) "
+             "and the rounds where it was >= 1.5 (the target). LiteRT runs a batch as single-image invocations; "
+             "PyTorch's float is eager (a slow baseline), its int8 FX with x86 kernels.", ""]
+    for r in runs:
+        variants = f"; ONNX variants {json.dumps(r['onnx_variants'])}" if r.get("onnx_variants") else ""
+        lines += [f"### {r['model']} ({r['date']}, {r['commit']}, {r['rounds']} rounds x {r['repeats']} repeats{variants})", "",
+                  f"{r['machine']}. 1-minute load average before each round: {r['load_average_1min']}.", "",
+                  "| case | float ms | int8 ms | float / int8 | range over rounds | rounds >= 1.5 |", "|---|---|---|---|---|---|"]
+        for case, v in r["cases"].items():
+            lines.append(f"| {case} | {v['float_ms']} | {v['int8_ms']} | {v['ratio_median']} | "
+                         f"{v['ratio_range'][0]}-{v['ratio_range'][1]} | {v['rounds_at_1_5']} |")
+        lines.append("")
+    section = "\n".join(lines)
+    text = results_md.read_text()
+    start = text.find(SECTION)
+    if start >= 0:
+        end = text.find("\n## ", start + 5)
+        text = text[:start] + section + ("\n" + text[end + 1:] if end >= 0 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    results_md.write_text(text.rstrip("\n") + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="short_range")
@@ -78,7 +109,12 @@ def main() -> None:
     ap.add_argument("--onnx-variant", action="append", default=[], metavar="NAME=JSON",
                     help="also time an ONNX int8 file exported with these quantize_onnx options")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--render", nargs="+", type=Path, metavar="JSON",
+                    help="only write this benchmark's section of benchmarks/RESULTS.md from earlier runs")
     args = ap.parse_args()
+    if args.render:
+        render(args.render, bench.ROOT / "benchmarks" / "RESULTS.md")
+        return
     size = get_config(args.model).input_size
     rng = np.random.default_rng(0)
     times: dict[str, dict[str, list[float]]] = {}
