@@ -281,7 +281,8 @@ def bench_model(name: str, tmp: Path, repeats: int, with_tflite: bool, qat_steps
     cfg = get_config(name)
     s = cfg.input_size
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    out: dict = {"model": name, "commit": commit, "date": datetime.date.today().isoformat(), "threshold": cfg.min_score}
+    out: dict = {"model": name, "commit": commit, "date": datetime.date.today().isoformat(), "machine": machine(),
+                 "threshold": cfg.min_score}
     files = {
         "onnx_float": export_model(name, "onnx", tmp / f"{name}.onnx"),
         "onnx_int8": export_model(name, "onnx", tmp / f"{name}_int8.onnx", int8=True, qat_steps=0),  # post-training
@@ -400,7 +401,9 @@ drifting speed; 2-thread ratios swing most):
   1.79-2.08x on 2**, 1.27-1.41x at batch 1 on 1 thread and 1.42-1.74x on 2; PyTorch (FX int8, x86 kernels)
   **1.8-2.0x at batch 8 and 3.3-4.5x at batch 64**, 1.1-1.5x at batch 1; LiteRT (XNNPACK QS8) 1.28-1.50x. So
   the 1.5x target is met in onnxruntime and PyTorch for batches and in onnxruntime for one image on 2 threads
-  in 2 of 3 runs, not for one image on 1 thread, and not in LiteRT (best 1.50x).
+  in 2 of 3 runs, not for one image on 1 thread, and not in LiteRT (best 1.50x). Rounds on an AMD EPYC on
+  2026-12-04 with the current exports (*int8 speed over rounds* below, `benchmarks/int8_speed.py`): one image on
+  1 thread LiteRT 1.45-1.56x, PyTorch FX 1.51x, onnxruntime 1.28-1.40x; batch 16 onnxruntime 1.62-1.64x.
   What made onnxruntime's int8 fast: its symmetric u8 x s8 convolution kernels (`MlasConvSym*`, VNNI dot
   products) take a depthwise convolution only when its channel count is a multiple of 16 (BlazeFace's 24, 28,
   36, 42, 56, 72 and 88 are not: those ran in MLAS's generic uint8 depthwise kernel at 2.7x the float time),
@@ -550,7 +553,7 @@ drifting speed; 2-thread ratios swing most):
 def write_results(results: list[dict], path: Path) -> None:
     import onnxruntime
     lines = ["## Export and int8 (issue 6)", "",
-             f"Machine: {machine()}. Commit {results[0]['commit']}, {results[0]['date']}. torch {torch.__version__}, "
+             f"Machine: {results[0].get('machine') or machine()}. Commit {results[0]['commit']}, {results[0]['date']}. torch {torch.__version__}, "
              f"onnxruntime {onnxruntime.__version__}. Command: `python benchmarks/export_int8.py --write-results`.",
              "Speed: `runtime_t<threads>_b<batch>`, median of interleaved runs, float and int8 in the same runtime "
              "(2 shared cores: noisy; 2-thread figures are unreliable whenever another job runs).",

@@ -72,6 +72,27 @@ def pairs(files: dict[str, tuple[Path, Path]], threads: int) -> dict[str, tuple[
 
 SECTION = "## int8 speed over rounds (issue 6)"
 
+NOTES = """\
+Notes (runs of 2026-12-04 on an AMD EPYC with AVX-512 VNNI and no AMX, 2 cores, otherwise idle: the load average
+counts the benchmark itself; the tables of *Export and int8* above came from an Intel Xeon with AMX, another CPU):
+
+- **Short range meets >= 1.5x for one image on 1 thread in LiteRT** (1.56x, every round; 1.45x in the A/B run a
+  quarter of an hour later) and, narrowly, in PyTorch FX (1.51x, 5 of 7 rounds), **not in onnxruntime (1.28-1.40x)**.
+  For batches of 16: onnxruntime 1.62-1.64x, PyTorch FX 3.0x, LiteRT 1.49-1.50x.
+- Full range: LiteRT 1.54x for one image, onnxruntime 1.55x at batch 16 but 1.18x for one image.
+- back and full range sparse keep float tails (ONNX 45 / 12 nodes, TFLite 20 / 12 ops) for accuracy: in
+  onnxruntime their int8 is slower than float (0.72-0.76x for one image); LiteRT back 1.44x, full range sparse
+  0.99x; PyTorch FX 1.7-2.2x (against eager float).
+- `heads_as_matmul` (short range's 1x1 heads as channels-last MatMul, the A/B table): int8 0.504 against 0.512 ms
+  for one image (1.6%), 8.03 against 8.41 ms for 16 (4.5%).
+- Why onnxruntime's int8 is slow for one image: MLAS's int8 depthwise kernel reads an indirection buffer of one
+  pointer per kernel tap and output pixel, rebuilt on every run (short range's 5x5 depthwise at 64x64: 102,400
+  pointers per layer), where the float NCHWc kernel slides over the input; in ORT's profile (1 thread, one image)
+  the depthwise convolutions take 199 us in int8 against 162 us in float, while the 1x1 ones take 128 against 285.
+- LiteRT on 2 threads is erratic here (short range float 3.45 ms in one run, 0.54 ms in the next): its 2-thread
+  ratios are not to be trusted.
+"""
+
 
 def render(files: list[Path], results_md: Path) -> None:
     """Write (or replace) this benchmark's section of ``results_md`` from the JSON of earlier runs."""
@@ -89,6 +110,7 @@ def render(files: list[Path], results_md: Path) -> None:
             lines.append(f"| {case} | {v['float_ms']} | {v['int8_ms']} | {v['ratio_median']} | "
                          f"{v['ratio_range'][0]}-{v['ratio_range'][1]} | {v['rounds_at_1_5']} |")
         lines.append("")
+    lines.append(NOTES)
     section = "\n".join(lines)
     text = results_md.read_text()
     start = text.find(SECTION)
