@@ -490,6 +490,11 @@ drifting speed; 2-thread ratios swing most):
     6: 115 / 59), so 12 stays.
   - short range: ONNX 53 int8 faces / 48 matched / 4 flips (6 before), AP 0.0845 / 0.0374 (float 0.0844 /
     0.0373); TFLite 56 / 50 / 5, AP 0.0798 / 0.0353. Full range ONNX unchanged: 141 / 127 / 9, AP 0.4424 / 0.2359.
+  - full range TFLite (measured on `e50ae60`, AMD EPYC; `tflite_int8_tail.py full_range --tails 0 2 4 8`,
+    `benchmarks/results/tflite_int8_tail_full_range_epyc_vnni.json`): without a tail AP easy fell 0.0117 below
+    float (0.4330 / 0.2353; 143 faces, 117 matched, 11 flips); tails of 2, 4, 8 ops: AP 0.4450 / 0.2420, 0.4421 /
+    0.2394, 0.4454 / 0.2406; matched 120, 121, 127; LiteRT speed 1.45x, 1.32x, 1.15x float (0: 1.50x). It now
+    keeps 2 (`ModelConfig.int8_tflite_float_tail`).
 - **Other models** (the tables above, commit `0d7ae15`, before the float classifier weights; float faces / int8
   faces / matched at IoU >= 0.9 / flips on wider_val_dev, AP easy / medium against float):
   - full range: ONNX 140 / 141 / 127 / 9, AP 0.4418 / 0.2362 (float 0.4447 / 0.2402); TFLite 140 / 140 / 115 / 12.
