@@ -386,7 +386,23 @@ NOTES = """\
 Notes (short range; float and int8 run interleaved in one process, so the ratios are robust to the machine's
 drifting speed; 2-thread ratios swing most):
 
-- **Speed on an Intel Xeon with AVX-512 VNNI (the tables above: one run on commit `0d7ae15`).** int8 / float in
+- **The tables above: one run on an AMD EPYC with AVX-512 VNNI (no AMX), commit `d740e83`, 2026-12-04**
+  (`--qat-steps 0`, `benchmarks/results/export_int8_epyc_vnni.json`). int8 / float, 1 thread, one image / batch
+  64: short range onnxruntime 1.36x / 1.97x, LiteRT 1.44x / 1.44x, PyTorch FX 1.66x / 4.54x (its rounds in *int8
+  speed over rounds*: LiteRT 1.45-1.56x, onnxruntime 1.28-1.40x for one image); full range onnxruntime 1.12x /
+  1.80x, LiteRT 1.46x; full range sparse onnxruntime 0.50x / 0.67x, LiteRT 0.92x; back onnxruntime 0.69x / 0.95x,
+  LiteRT 1.37x, FX 2.0x. On wider_val_dev (float faces / int8 found / matched at IoU >= 0.9 / flips; AP easy /
+  medium minus float's): short range ONNX 57 / 53 / 48 / 4, AP equal to 4 decimals, TFLite 57 / 56 / 51 / 5,
+  -0.0046 / -0.0020 (float under +-1 grey level of noise: 55-56 matched); full range ONNX 140 / 144 / 129 / 10,
+  -0.0062 / -0.0046, TFLite 140 / 140 / 120 / 12, +0.0003 / +0.0018; full range sparse ONNX 161 / 150 / 121 / 27,
+  **+0.0177** / +0.0083 (the same files gave +0.0069 / +0.0024 on the Xeon: the CPUs' kernels round differently,
+  and at min score 0.1 low-score faces move AP; outside the +-0.01 band, above float), TFLite 161 / 161 / 141 / 16,
+  +0.0059 / +0.0051; back ONNX 281 / 263 / 205 / 24, +0.0048 / +0.0062, TFLite 281 / 271 / 211 / 36, +0.0067 /
+  +0.0044. On the 4 example photos every int8 file finds float's faces at IoU >= 0.9 (min 0.93); on the seed
+  images every int8 file finds every face but short range TFLite (4 of 5: a near-threshold flip), and matches at
+  IoU >= 0.9 all of them for short range ONNX and back, 7 of 8 (ONNX) and 6 of 8 (TFLite) for both full range
+  models.
+- **Speed on an Intel Xeon with AVX-512 VNNI (one run on commit `0d7ae15`, `benchmarks/results/export_int8_vnni.json`).** int8 / float in
   the same runtime: onnxruntime **1.90x at batch 64 on 1 thread, 1.75x on 2**, 1.19x / 1.32x for one image;
   PyTorch FX **1.70-1.76x at batch 8, 2.28-3.07x at batch 64**, 1.03-1.27x for one image; LiteRT int8 is no
   faster than float on this CPU (0.90-1.04x: XNNPACK's AVX-512 float kernels are fast here). Against the
@@ -446,7 +462,7 @@ drifting speed; 2-thread ratios swing most):
   wider_val_dev). On the fixtures every face matches at IoU >= 0.9 (min IoU 0.94 ONNX, 0.97 TFLite); on the seed
   images ONNX int8 matches all 5 faces and TFLite 4 (one face float scores within 0.1 of the threshold flips).
   On wider_val_dev, ONNX int8 keeps 48 of float's 57 faces at IoU >= 0.9 (52 found by both, min IoU 0.85),
-  TFLite 51 (54 pairs, min IoU 0.62; 50 in the run of the tables above); the flips (scores listed above, threshold 0.5) are faces float scores
+  TFLite 51 (54 pairs, min IoU 0.62; 50 in the Xeon run of `0d7ae15`); the flips (scores listed above, threshold 0.5) are faces float scores
   within 0.1 of the threshold but one (ONNX: 5 of 6); AP easy / medium: ONNX within 0.0002 of float, TFLite
   0.0045 / 0.0020 lower (target: within 0.01, met). So the "same faces" target holds on the fixtures and the
   seed images (ONNX) and for the clear faces of wider_val_dev, not for every face there: 6-9 of 57 faces
@@ -495,7 +511,7 @@ drifting speed; 2-thread ratios swing most):
     float (0.4330 / 0.2353; 143 faces, 117 matched, 11 flips); tails of 2, 4, 8 ops: AP 0.4450 / 0.2420, 0.4421 /
     0.2394, 0.4454 / 0.2406; matched 120, 121, 127; LiteRT speed 1.45x, 1.32x, 1.15x float (0: 1.50x). It now
     keeps 2 (`ModelConfig.int8_tflite_float_tail`).
-- **Other models** (the tables above, commit `0d7ae15`, before the float classifier weights; float faces / int8
+- **Other models** (the Xeon run of commit `0d7ae15`, before the float classifier weights; float faces / int8
   faces / matched at IoU >= 0.9 / flips on wider_val_dev, AP easy / medium against float):
   - full range: ONNX 140 / 141 / 127 / 9, AP 0.4418 / 0.2362 (float 0.4447 / 0.2402); TFLite 140 / 140 / 115 / 12.
   - full range sparse: ONNX 161 / 161 / 125 / 28, AP 0.3872 / 0.1951 (float 0.3898 / 0.1956). Two changes made

@@ -301,7 +301,8 @@ def heads_as_matmul(model: Any) -> int:
         if (a.get("group", 1) != 1 or list(a.get("kernel_shape", [])) != [1, 1] or any(a.get("pads", []))
                 or any(v != 1 for v in a.get("strides", [])) or any(v != 1 for v in a.get("dilations", []))
                 or len(after) != 1 or after[0].op_type != "Transpose"
-                or [int(v) for v in helper.get_attribute_value(after[0].attribute[0])] != [0, 2, 3, 1]
+                or [int(v) for x in after[0].attribute if x.name == "perm"
+                    for v in helper.get_attribute_value(x)] != [0, 2, 3, 1]
                 or dq is None or dq.op_type != "DequantizeLinear"):
             continue
         p = conv.name + "_matmul"
