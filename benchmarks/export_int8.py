@@ -401,7 +401,11 @@ drifting speed; 2-thread ratios swing most):
   +0.0044. On the 4 example photos every int8 file finds float's faces at IoU >= 0.9 (min 0.93); on the seed
   images every int8 file finds every face but short range TFLite (4 of 5: a near-threshold flip), and matches at
   IoU >= 0.9 all of them for short range ONNX and back, 7 of 8 (ONNX) and 6 of 8 (TFLite) for both full range
-  models.
+  models. Longer ONNX float tails for full range sparse on the EPYC (`benchmarks/results/int8_float_tail_full_range_sparse_epyc_vnni.json`;
+  found / matched / flips, AP easy / medium, int8 convolutions of 91, speed for one image): 12 (default) 150 / 121 /
+  27, 0.4075 / 0.2039, 68, 0.64x; 16: 152 / 125 / 27, 0.3869 / 0.1947, 58, 0.52x; 20: 147 / 120 / 24; 24: 158 /
+  141 / 9, 27, 0.36x; 30: 156 / 150 / 7, 0.3901 / 0.1964, 7, 0.33x. More faces match only as the graph stops being
+  int8 (at 30 it is float with int8-stored weights, at a third of float's speed), so 12 stays.
 - **Speed on an Intel Xeon with AVX-512 VNNI (one run on commit `0d7ae15`, `benchmarks/results/export_int8_vnni.json`).** int8 / float in
   the same runtime: onnxruntime **1.90x at batch 64 on 1 thread, 1.75x on 2**, 1.19x / 1.32x for one image;
   PyTorch FX **1.70-1.76x at batch 8, 2.28-3.07x at batch 64**, 1.03-1.27x for one image; LiteRT int8 is no

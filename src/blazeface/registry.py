@@ -159,7 +159,9 @@ _MODELS: dict[str, ModelConfig] = {
             # wider_val_dev faces; with the 12 nodes nearest the head in float it keeps all 161 (125 at IoU >= 0.9;
             # of 3, 6, 9, 12, 15, 20 nodes: 115, 117, 154, 161, 156, 156 faces); 99.999th-percentile or min-max
             # ranges instead were worse (231 and 42 faces), and QAT too (92); with float classifier weights (cf75ecf)
-            # 150 found, 121 at IoU >= 0.9, AP 0.3967 / 0.1980 (float 0.3898 / 0.1956); benchmarks/RESULTS.md
+            # 150 found, 121 at IoU >= 0.9, AP 0.3967 / 0.1980 (float 0.3898 / 0.1956; on an AMD EPYC the same file
+            # gives 0.4075 / 0.2039); longer tails match more only as the graph stops being int8 (30: 150 matched with
+            # 7 of 91 convolutions int8, at 0.33x float); benchmarks/RESULTS.md
             int8_float_tail=12,
             # TFLite int8: of 0, 3, 6, 9, 12 arithmetic ops, 12 keeps the most faces at IoU >= 0.9 (140 of 161; 0: 47),
             # AP 0.3936 / 0.1987 (float 0.3898 / 0.1956)
