@@ -66,6 +66,9 @@ def exported(tmp_path_factory):
             elif kind == "onnx_int8":
                 # post-training int8 only (back's default adds minutes of fine-tuning; tests/test_qat.py covers it)
                 cache[key] = export_model(name, "onnx", tmp / f"{name}_int8.onnx", int8=True, qat_steps=0)
+            elif kind == "onnx_int8_pp":
+                cache[key] = export_model(name, "onnx", tmp / f"{name}_int8_pp.onnx", int8=True, qat_steps=0,
+                                          with_postprocess=True)
             elif kind == "onnx_int8_conv_heads":  # the heads as exported, not rewritten as MatMul
                 cache[key] = export_model(name, "onnx", tmp / f"{name}_int8c.onnx", int8=True, qat_steps=0,
                                           onnx_int8={"matmul_heads": False})
@@ -160,8 +163,11 @@ _PLAIN_ORT = textwrap.dedent('''
 ''')
 
 
-def test_onnx_with_postprocess_runs_in_plain_onnxruntime(exported, tmp_path):
-    path = exported("short_range:onnx_pp")
+@pytest.mark.parametrize("kind", ["onnx_pp", "onnx_int8_pp"])
+def test_onnx_with_postprocess_runs_in_plain_onnxruntime(exported, kind, tmp_path):
+    """The file's own decoding and NMS in onnxruntime alone give FaceDetector's faces: for float those of the
+    PyTorch pipeline, for int8 those of the same int8 network without post-processing."""
+    path = exported(f"short_range:{kind}")
     images = _examples() + _seeds()
     tensors, boxes = [], []
     for p in images:
@@ -176,7 +182,7 @@ def test_onnx_with_postprocess_runs_in_plain_onnxruntime(exported, tmp_path):
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["model"] == "short_range"
-    ref = FaceDetector("short_range", device="cpu")(images)
+    ref = FaceDetector("short_range" if kind == "onnx_pp" else str(exported("short_range:onnx_int8")), device="cpu")(images)
     total = 0
     for det, got in zip(ref, result["images"]):
         assert len(got["scores"]) == len(det)
