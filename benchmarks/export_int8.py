@@ -651,9 +651,15 @@ def write_results(results: list[dict], path: Path) -> None:
                 lines.append(f"- {k}: float only {fl['float_only']}; int8 only {fl['int8_only']}")
         lines.append("")
     lines += [NOTES, ""]
-    section = "\n".join(lines)
+    replace_section(path, "\n".join(lines))
+
+
+def replace_section(path: Path, section: str) -> None:
+    """Write ``section`` (a Markdown text starting with its ``## `` heading) into ``path`` in place of the section
+    with that heading, up to the next ``## `` heading; appended when there is none."""
+    heading = section.split("\n", 1)[0]
     text = path.read_text() if path.exists() else "# Benchmark results\n\n"
-    start = text.find("## Export and int8 (issue 6)")
+    start = text.find(heading)
     if start >= 0:
         end = text.find("\n## ", start + 5)
         text = text[:start] + section + ("\n" + text[end + 1:] if end >= 0 else "")

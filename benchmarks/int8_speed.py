@@ -111,15 +111,7 @@ def render(files: list[Path], results_md: Path) -> None:
                          f"{v['ratio_range'][0]}-{v['ratio_range'][1]} | {v['rounds_at_1_5']} |")
         lines.append("")
     lines.append(NOTES)
-    section = "\n".join(lines)
-    text = results_md.read_text()
-    start = text.find(SECTION)
-    if start >= 0:
-        end = text.find("\n## ", start + 5)
-        text = text[:start] + section + ("\n" + text[end + 1:] if end >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    results_md.write_text(text.rstrip("\n") + "\n")
+    bench.replace_section(results_md, "\n".join(lines))
 
 
 def main() -> None:
