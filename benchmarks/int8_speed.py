@@ -85,10 +85,11 @@ counts the benchmark itself; the tables of *Export and int8* above came from an 
   0.99x; PyTorch FX 1.7-2.2x (against eager float).
 - `heads_as_matmul` (short range's 1x1 heads as channels-last MatMul, the A/B table): int8 0.504 against 0.512 ms
   for one image (1.6%), 8.03 against 8.41 ms for 16 (4.5%).
-- Why onnxruntime's int8 is slow for one image: MLAS's int8 depthwise kernel reads an indirection buffer of one
-  pointer per kernel tap and output pixel, rebuilt on every run (short range's 5x5 depthwise at 64x64: 102,400
-  pointers per layer), where the float NCHWc kernel slides over the input; in ORT's profile (1 thread, one image)
-  the depthwise convolutions take 199 us in int8 against 162 us in float, while the 1x1 ones take 128 against 285.
+- Why onnxruntime's int8 is slow for one image: MLAS's int8 depthwise and stem kernels read an indirection buffer of
+  one pointer per kernel tap and output pixel, rebuilt on every run (short range's 5x5 stem, 64x64 outputs: 102,400
+  pointers; each 3x3 depthwise at 64x64: 36,864), where the float NCHWc kernels slide over the input; in ORT's
+  profile (1 thread, one image) the stem takes 97 us in int8 as in float, the depthwise convolutions 199 us in int8
+  against 162 us in float, while the 1x1 ones take 128 against 285.
 - LiteRT on 2 threads is erratic here (short range float 3.45 ms in one run, 0.54 ms in the next): its 2-thread
   ratios are not to be trusted.
 """
