@@ -405,7 +405,8 @@ drifting speed; 2-thread ratios swing most):
   found / matched / flips, AP easy / medium, int8 convolutions of 91, speed for one image): 12 (default) 150 / 121 /
   27, 0.4075 / 0.2039, 68, 0.64x; 16: 152 / 125 / 27, 0.3869 / 0.1947, 58, 0.52x; 20: 147 / 120 / 24; 24: 158 /
   141 / 9, 27, 0.36x; 30: 156 / 150 / 7, 0.3901 / 0.1964, 7, 0.33x. More faces match only as the graph stops being
-  int8 (at 30 it is float with int8-stored weights, at a third of float's speed), so 12 stays.
+  int8 (at 30 it is float with int8-stored weights, at a third of float's speed), so 12 stays. 300 QAT steps on
+  top of tail 12 (2.5 min): 143 / 122 / 22, AP 0.4159 / 0.2064: no better.
 - **Speed on an Intel Xeon with AVX-512 VNNI (one run on commit `0d7ae15`, `benchmarks/results/export_int8_vnni.json`).** int8 / float in
   the same runtime: onnxruntime **1.90x at batch 64 on 1 thread, 1.75x on 2**, 1.19x / 1.32x for one image;
   PyTorch FX **1.70-1.76x at batch 8, 2.28-3.07x at batch 64**, 1.03-1.27x for one image; LiteRT int8 is no
