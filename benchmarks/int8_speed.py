@@ -76,9 +76,10 @@ NOTES = """\
 Notes (runs of 2026-12-04 on an AMD EPYC with AVX-512 VNNI and no AMX, 2 cores, otherwise idle: the load average
 counts the benchmark itself; the tables of *Export and int8* above came from an Intel Xeon with AMX, another CPU):
 
-- **Short range meets >= 1.5x for one image on 1 thread in LiteRT** (1.56x, every round; 1.45x in the A/B run a
-  quarter of an hour later) and, narrowly, in PyTorch FX (1.51x, 5 of 7 rounds), **not in onnxruntime (1.28-1.40x)**.
-  For batches of 16: onnxruntime 1.62-1.64x, PyTorch FX 3.0x, LiteRT 1.49-1.50x.
+- **Short range is at the edge of >= 1.5x for one image on 1 thread in LiteRT** (medians of three runs: 1.56x with
+  every round >= 1.5, 1.45x in the A/B run a quarter of an hour later, 1.50x with 5 of 7 rounds an hour later) and in
+  PyTorch FX (1.51x and 1.57x), **not in onnxruntime (1.28-1.38x)**. For batches of 16: onnxruntime 1.62-1.64x,
+  PyTorch FX 2.6-3.0x, LiteRT 1.48-1.50x.
 - Full range: LiteRT 1.54x for one image, onnxruntime 1.55x at batch 16 but 1.18x for one image.
 - back and full range sparse keep float tails (ONNX 45 / 12 nodes, TFLite 20 / 12 ops) for accuracy: in
   onnxruntime their int8 is slower than float (0.72-0.76x for one image); LiteRT back 1.44x, full range sparse
