@@ -265,9 +265,7 @@ def share_concat_scales(model: Any) -> int:
                 q.input[1], q.input[2] = scale, zero
                 dq.input[1], dq.input[2] = scale, zero
             done += 1
-    used = {i for n in g.node for i in n.input}
-    for init in [i for i in g.initializer if i.name not in used]:
-        g.initializer.remove(init)
+    _drop_unread_initializers(g)
     return done
 
 
@@ -344,6 +342,11 @@ def _drop_unused(graph: Any) -> None:
             break
         for n in dead:
             graph.node.remove(n)
+    _drop_unread_initializers(graph)
+
+
+def _drop_unread_initializers(graph: Any) -> None:
+    """Remove the initializers no node reads."""
     read = {i for n in graph.node for i in n.input}
     for init in [i for i in graph.initializer if i.name not in read]:
         graph.initializer.remove(init)
