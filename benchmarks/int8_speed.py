@@ -23,6 +23,7 @@ import datetime
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -174,8 +175,8 @@ def main() -> None:
                       "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)],
                       "rounds_at_1_5": f"{sum(r >= 1.5 for r in ratios)}/{len(ratios)}"}
     out = {"model": args.model, "onnx_variants": variants, "machine": bench.machine(), "date": datetime.date.today().isoformat(),
-           "commit": bench.subprocess.run(["git", "describe", "--always", "--dirty"], cwd=bench.ROOT,
-                                          capture_output=True, text=True).stdout.strip(),
+           "commit": subprocess.run(["git", "describe", "--always", "--dirty"], cwd=bench.ROOT,
+                                    capture_output=True, text=True).stdout.strip(),
            "rounds": args.rounds, "repeats": args.repeats, "load_average_1min": loads, "cases": rows}
     print(json.dumps(out, indent=1))
     if args.json:
