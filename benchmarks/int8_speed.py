@@ -74,17 +74,24 @@ def pairs(files: dict[str, tuple[Path, Path]], threads: int) -> dict[str, tuple[
 SECTION = "## int8 speed over rounds (issue 6)"
 
 NOTES = """\
-Notes (runs of 2026-12-04 on an AMD EPYC with AVX-512 VNNI and no AMX, 2 cores, otherwise idle: the load average
-counts the benchmark itself; the tables of *Export and int8* above came from an Intel Xeon with AMX, another CPU):
+Notes. Two AMD EPYC machines, both 2 cores with AVX-512 VNNI and no AMX, otherwise idle (the load average counts
+the benchmark itself): runs of 2026-12-06 on family 25 model 17 (Zen 4, no AVX-VNNI; `_epyc_zen4.json`), runs of
+2026-12-04 on a CPU that also has AVX-VNNI and ran every model about 1.6-1.9x faster (`_epyc_vnni.json`; the
+benchmark named no family and model then). The tables of *Export and int8* above came from an Intel Xeon with AMX.
 
-- **Short range is at the edge of >= 1.5x for one image on 1 thread in LiteRT** (medians of three runs: 1.56x with
-  every round >= 1.5, 1.45x in the A/B run a quarter of an hour later, 1.50x with 5 of 7 rounds an hour later) and in
-  PyTorch FX (1.51x and 1.57x), **not in onnxruntime (1.28-1.38x)**. For batches of 16: onnxruntime 1.62-1.64x,
-  PyTorch FX 2.6-3.0x, LiteRT 1.48-1.50x.
-- Full range: LiteRT 1.54x for one image, onnxruntime 1.55x at batch 16 but 1.18x for one image.
-- back and full range sparse keep float tails (ONNX 45 / 12 nodes, TFLite 20 / 12 ops) for accuracy: in
-  onnxruntime their int8 is slower than float (0.72-0.76x for one image); LiteRT back 1.44x, full range sparse
-  0.99x; PyTorch FX 1.7-2.2x (against eager float).
+- **Short range, one image on 1 thread, meets >= 1.5x in all three runtimes on Zen 4**: onnxruntime 1.60x
+  (1.59-1.62, every round), LiteRT 1.56x (every round), PyTorch FX 1.52x (6 of
+  7). On the faster EPYC: LiteRT 1.45-1.56x and PyTorch FX 1.51-1.57x, **onnxruntime 1.28-1.38x**. Its float
+  kernels gained more from that CPU than MLAS's int8 ones (float 0.79-0.84 ms against 1.62, int8 0.59-0.61
+  against 1.01). Batches of 16: onnxruntime 1.62-1.78x, PyTorch FX 2.4-3.0x, LiteRT 1.41-1.50x.
+- Full range: LiteRT 1.50x (Zen 4, 3 of 7 rounds) and 1.54x for one image, onnxruntime 1.61x / 1.55x at batch
+  16 but 1.27x / 1.18x for one image: its int8 3x3 depthwise convolutions take 1.9x the float time (ORT's
+  profile on Zen 4, `benchmarks/results/ort_profile_full_range_epyc_zen4.json`: 1630 against 858 us; MLAS's fast
+  symmetric depthwise kernel works in tiles of 64 channels and full range's mid layers have 8-32, padded to 16),
+  which cancels most of what the 1x1 convolutions gain (1223 against 2335 us).
+- back and full range sparse keep float tails (ONNX 45 / 16 nodes (12 in these runs), TFLite 20 / 12 ops) for accuracy: in
+  onnxruntime their int8 is slower than float (0.72-0.82x for one image); LiteRT back 1.22x (Zen 4) and 1.44x,
+  full range sparse 0.99-1.00x; PyTorch FX 1.5-2.2x (against eager float).
 - `heads_as_matmul` (short range's 1x1 heads as channels-last MatMul, the A/B table): int8 0.504 against 0.512 ms
   for one image (1.6%), 8.03 against 8.41 ms for 16 (4.5%).
 - Why onnxruntime's int8 is slow for one image: MLAS's int8 depthwise and stem kernels read an indirection buffer of
