@@ -80,18 +80,21 @@ the benchmark itself): runs of 2026-12-06 on family 25 model 17 (Zen 4, no AVX-V
 benchmark named no family and model then). The tables of *Export and int8* above came from an Intel Xeon with AMX.
 
 - **Short range, one image on 1 thread, meets >= 1.5x in all three runtimes on Zen 4**: onnxruntime 1.60x
-  (1.59-1.62, every round), LiteRT 1.56x (every round), PyTorch FX 1.52x (6 of
-  7). On the faster EPYC: LiteRT 1.45-1.56x and PyTorch FX 1.51-1.57x, **onnxruntime 1.28-1.38x**. Its float
+  (1.59-1.62, every round), LiteRT 1.56x (every round), PyTorch FX 1.52x (6 of 7). On the faster
+  EPYC: LiteRT 1.45-1.56x and PyTorch FX 1.51-1.57x, **onnxruntime 1.28-1.38x**. Its float
   kernels gained more from that CPU than MLAS's int8 ones (float 0.79-0.84 ms against 1.62, int8 0.59-0.61
   against 1.01). Batches of 16: onnxruntime 1.62-1.78x, PyTorch FX 2.4-3.0x, LiteRT 1.41-1.50x.
 - Full range: LiteRT 1.50x (Zen 4, 3 of 7 rounds) and 1.54x for one image, onnxruntime 1.61x / 1.55x at batch
   16 but 1.27x / 1.18x for one image: its int8 3x3 depthwise convolutions take 1.9x the float time (ORT's
   profile on Zen 4, `benchmarks/results/ort_profile_full_range_epyc_zen4.json`: 1630 against 858 us; MLAS's fast
-  symmetric depthwise kernel works in tiles of 64 channels and full range's mid layers have 8-32, padded to 16),
-  which cancels most of what the 1x1 convolutions gain (1223 against 2335 us).
-- back and full range sparse keep float tails (ONNX 45 / 16 nodes (12 in these runs), TFLite 20 / 12 ops) for accuracy: in
-  onnxruntime their int8 is slower than float (0.72-0.82x for one image); LiteRT back 1.22x (Zen 4) and 1.44x,
-  full range sparse 0.99-1.00x; PyTorch FX 1.5-2.2x (against eager float).
+  symmetric depthwise kernel works in tiles of 64 channels; on full range's largest maps, 96x96 and 48x48, the
+  depthwise convolutions have 8-48 channels, 8 and 12 padded to 16), which cancels most of
+  what the 1x1 convolutions gain (1223 against 2335 us).
+- back and full range sparse keep float tails (ONNX 45 / 16 nodes, TFLite 20 / 12 ops) for accuracy: in
+  onnxruntime their int8 is slower than float for one image (back 0.82x and 0.74x; full range sparse 0.65x on
+  Zen 4 with 16 nodes, 0.72x on the other EPYC with 12); LiteRT back 1.22x (Zen 4) and 1.44x, full range sparse
+  0.99-1.04x; PyTorch FX 1.5-2.2x (against eager float). The Zen 4 run of full range sparse is on `1ab255e` (16
+  nodes) with only RESULTS.md edited ("-dirty").
 - `heads_as_matmul` (short range's 1x1 heads as channels-last MatMul, the A/B table): int8 0.504 against 0.512 ms
   for one image (1.6%), 8.03 against 8.41 ms for 16 (4.5%).
 - Why onnxruntime's int8 is slow for one image: MLAS's int8 depthwise and stem kernels read an indirection buffer of
