@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -246,6 +247,30 @@ class WiderValDevCheck:
         return {**match(self.float_results, FaceDetector(str(path), device="cpu")(self.images),
                         self.reference.min_score),
                 "AP": self.ap(FaceDetector(str(path), device="cpu", min_score=0.1)(self.images))}
+
+    def sweep(self, fmt: str, key: str, values: list, export_options: Callable[[Any], dict],
+              speed_key: str, speed: Callable[[Path, Path, int], dict], json_path: str | None = None,
+              extra: dict | None = None) -> list[dict]:
+        """One int8 ``fmt`` export per value (``export_model(..., int8=True, **export_options(value))``), each
+        compared with float (:meth:`compare`) and timed against the float export (``speed(float, int8, size)``
+        under ``speed_key``). The first row is float's AP; every row is printed as one JSON line as it comes,
+        and all of them written to ``json_path``. ``extra``: constant fields of every int8 row."""
+        model = self.reference.config.name
+        rows = [{"model": model, "commit": self.commit, key: "float", "AP": self.float_ap}]
+        print(json.dumps(rows[0]), flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            float_path = export_model(model, fmt, Path(tmp) / f"float.{fmt}")
+            for i, value in enumerate(values):
+                t0 = time.perf_counter()
+                path = export_model(model, fmt, Path(tmp) / f"int8_{i}.{fmt}", int8=True, **export_options(value))
+                row = {"model": model, "commit": self.commit, key: value, **(extra or {}),
+                       "export_seconds": round(time.perf_counter() - t0), **self.compare(path),
+                       speed_key: speed(float_path, path, self.reference.config.input_size)}
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+        if json_path:
+            Path(json_path).write_text(json.dumps(rows, indent=1))
+        return rows
 
 
 def raw_logit_errors(path: Path, images: torch.Tensor, f_reg: np.ndarray, f_log: np.ndarray) -> dict:

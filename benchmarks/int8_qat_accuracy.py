@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import export_int8 as bench  # noqa: E402
 
-from blazeface.export import export_model  # noqa: E402
 
 
 def ort_speed(float_path: Path, int8_path: Path, size: int, repeats: int = 60) -> dict[str, dict]:
@@ -49,24 +46,9 @@ def main() -> None:
                         help="JSON object of quantize_onnx options, e.g. '{\"reduce_range\": false}'")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
-    check = bench.WiderValDevCheck(args.model)
-    commit = check.commit
-    rows = [{"model": args.model, "commit": commit, "qat_steps": "float", "AP": check.float_ap}]
-    print(json.dumps(rows[0]), flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        float_path = export_model(args.model, "onnx", Path(tmp) / "float.onnx")
-        for steps in args.qat_steps:
-            t0 = time.perf_counter()
-            path = export_model(args.model, "onnx", Path(tmp) / f"q{steps}.onnx", int8=True, qat_steps=steps,
-                                onnx_int8=args.onnx_int8)
-            seconds = round(time.perf_counter() - t0)
-            row = {"model": args.model, "commit": commit, "qat_steps": steps, "onnx_int8": args.onnx_int8,
-                   "export_seconds": seconds, **check.compare(path),
-                   "onnxruntime_t1": ort_speed(float_path, path, check.reference.config.input_size)}
-            print(json.dumps(row), flush=True)
-            rows.append(row)
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+    bench.WiderValDevCheck(args.model).sweep(
+        "onnx", "qat_steps", args.qat_steps, lambda steps: {"qat_steps": steps, "onnx_int8": args.onnx_int8},
+        "onnxruntime_t1", ort_speed, args.json, extra={"onnx_int8": args.onnx_int8})
 
 
 if __name__ == "__main__":

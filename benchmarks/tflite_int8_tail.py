@@ -13,9 +13,7 @@ this run; the result files of commit 94b7735 and 14fb4ef timed blocks of 20 bare
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +22,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import export_int8 as bench  # noqa: E402
 
-from blazeface.export import export_model  # noqa: E402
 
 
 def litert_speed(float_path: Path, int8_path: Path, size: int, repeats: int = 60) -> dict[str, float]:
@@ -44,21 +41,9 @@ def main() -> None:
     parser.add_argument("--tails", type=int, nargs="+", default=[0, 3, 6, 9])
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
-    check = bench.WiderValDevCheck(args.model)
-    commit = check.commit
-    rows = [{"model": args.model, "commit": commit, "tflite_float_tail": "float", "AP": check.float_ap}]
-    print(json.dumps(rows[0]), flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        float_path = export_model(args.model, "tflite", Path(tmp) / "float.tflite")
-        for tail in args.tails:
-            path = export_model(args.model, "tflite", Path(tmp) / f"int8_tail{tail}.tflite", int8=True,
-                                tflite_float_tail=tail)
-            row = {"model": args.model, "commit": commit, "tflite_float_tail": tail, **check.compare(path),
-                   "litert_t1_b1": litert_speed(float_path, path, check.reference.config.input_size)}
-            print(json.dumps(row), flush=True)
-            rows.append(row)
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+    bench.WiderValDevCheck(args.model).sweep("tflite", "tflite_float_tail", args.tails,
+                                             lambda tail: {"tflite_float_tail": tail}, "litert_t1_b1", litert_speed,
+                                             args.json)
 
 
 if __name__ == "__main__":
