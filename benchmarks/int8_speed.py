@@ -88,8 +88,9 @@ benchmark named no family and model then). The tables of *Export and int8* above
   16 but 1.27x / 1.18x for one image: its int8 3x3 depthwise convolutions take 1.9x the float time (ORT's
   profile on Zen 4, `benchmarks/results/ort_profile_full_range_epyc_zen4.json`: 1630 against 858 us; MLAS's fast
   symmetric depthwise kernel works in tiles of 64 channels; on full range's largest maps, 96x96 and 48x48, the
-  depthwise convolutions have 8-48 channels, 8 and 12 padded to 16), which cancels most of
-  what the 1x1 convolutions gain (1223 against 2335 us).
+  depthwise convolutions have 8-48 channels, 8 and 12 padded to 16; the 16-channel ones at 96x96 take 257 us in
+  int8 against 83 in float, the 32-channel ones 345 against 183), which cancels most of what the 1x1 convolutions
+  gain (1223 against 2335 us).
 - back and full range sparse keep float tails (ONNX 45 / 16 nodes, TFLite 20 / 12 ops) for accuracy: in
   onnxruntime their int8 is slower than float for one image (back 0.82x and 0.74x; full range sparse 0.65x on
   Zen 4 with 16 nodes, 0.72x on the other EPYC with 12); LiteRT back 1.22x (Zen 4) and 1.44x, full range sparse
