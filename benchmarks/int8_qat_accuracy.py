@@ -24,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import export_int8 as bench  # noqa: E402
 
 
-
 def ort_speed(float_path: Path, int8_path: Path, size: int, repeats: int = 60) -> dict[str, dict]:
     """int8 against float in onnxruntime, 1 thread, batch 1 and 16: median ms (interleaved) and the ratio."""
     fs, qs = bench.ort_session(float_path, 1), bench.ort_session(int8_path, 1)

@@ -16,14 +16,16 @@ def machine() -> str:
     The family and model tell apart CPUs sold under one name (two "AMD EPYC" machines here differed 2x in speed)."""
     cpu, flags = platform.processor() or "unknown CPU", []
     try:
-        info = Path("/proc/cpuinfo").read_text()
-        cpu = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), cpu)
-        present = set(next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []))
+        fields: dict[str, str] = {}  # the first processor's "key : value" lines
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                fields.setdefault(key.strip(), value.strip())
+        cpu = fields.get("model name", cpu)
+        if "cpu family" in fields and "model" in fields:
+            cpu += f" family {fields['cpu family']} model {fields['model']}"
+        present = set(fields.get("flags", "").split())
         flags = [f for f in FLAGS if f in present]
-        ids = {k: ln.split(":", 1)[1].strip() for ln in info.splitlines() if ":" in ln
-               for k in ("cpu family", "model") if ln.split(":", 1)[0].strip() == k}
-        if len(ids) == 2:
-            cpu += f" family {ids['cpu family']} model {ids['model']}"
     except OSError:
         pass
     return (f"{cpu} ({os.cpu_count()} cores, {', '.join(flags) or 'no AVX flags found'}), "

@@ -23,7 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import export_int8 as bench  # noqa: E402
 
 
-
 def litert_speed(float_path: Path, int8_path: Path, size: int, repeats: int = 60) -> dict[str, float]:
     """int8 against float through our LiteRT backend, 1 thread, one image: median ms (interleaved) and the ratio,
     as ``export_int8.py``'s ``litert_t1_b1`` rows."""
