@@ -6,7 +6,7 @@
 
 ``export_int8.py`` times each pair once; on a shared machine the ratio of one run moves with the neighbours'
 load (on 2026-12-02 every time here was 3-4x slower than on a quiet day, and the int8 gain shrank). This script
-exports the float and int8 files once (ONNX; TFLite when litert-torch is installed; PyTorch FX int8 in memory),
+exports the float and int8 files once (ONNX, TorchScript; TFLite when litert-torch is installed),
 then runs ``--rounds`` rounds. In each round every pair runs interleaved (``export_int8.interleaved_ms``: the
 median of ``--repeats`` timings each, float and int8 alternating), at 1 thread and batch 1, 1 thread and batch
 16, and 2 threads and batch 1. It reports per case the median float and int8 ms over rounds and the ratio
@@ -42,10 +42,15 @@ from blazeface.export import export_model  # noqa: E402
 CASES = ((1, 1), (1, 16), (2, 1))  # (threads, batch)
 
 
-def export_pairs(model: str, tmp: Path, variants: dict[str, dict]) -> dict[str, tuple[Path, Path]]:
-    """float and int8 files per runtime (and per ONNX variant), exported once into ``tmp``."""
+def export_pairs(model: str, tmp: Path, variants: dict[str, dict], torchscript: bool = True) -> dict[str, tuple[Path, Path]]:
+    """float and int8 files per runtime (and per ONNX variant), exported once into ``tmp``. TorchScript: the
+    float file runs channels-last (frozen), the int8 one PyTorch's FX int8 (x86 kernels), as ``blazeface export``
+    writes them."""
     onnx_float = export_model(model, "onnx", tmp / "f.onnx")
     files = {"onnxruntime": (onnx_float, export_model(model, "onnx", tmp / "q.onnx", int8=True))}
+    if torchscript:
+        files["torchscript"] = (export_model(model, "torchscript", tmp / "f.pt"),
+                                export_model(model, "torchscript", tmp / "q.pt", int8=True))
     for name, opts in variants.items():
         files[f"onnxruntime[{name}]"] = (onnx_float, export_model(model, "onnx", tmp / f"q_{name}.onnx", int8=True,
                                                                   onnx_int8=opts))
@@ -114,7 +119,9 @@ def render(files: list[Path], results_md: Path) -> None:
     lines = [SECTION, "", "`python benchmarks/int8_speed.py --model MODEL --json FILE`, then `--render FILE...`. "
              "Per case: median float and int8 ms over rounds, the ratio float / int8 (median and range over rounds) "
              "and the rounds where it was >= 1.5 (the target). LiteRT runs a batch as single-image invocations; "
-             "PyTorch's float is eager (a slow baseline), its int8 FX with x86 kernels.", ""]
+             "TorchScript runs the files `blazeface export --format torchscript [--int8]` writes: float channels-last "
+             "and frozen, int8 PyTorch's FX int8 (x86 kernels); runs before 2026-12-06 timed eager NCHW float against "
+             "the FX module (`pytorch_fx`, a slow baseline).", ""]
     for r in runs:
         variants = f"; ONNX variants {json.dumps(r['onnx_variants'])}" if r.get("onnx_variants") else ""
         lines += [f"### {r['model']} ({r['date']}, {r['commit']}, {r['rounds']} rounds x {r['repeats']} repeats{variants})", "",
@@ -133,7 +140,7 @@ def main() -> None:
     ap.add_argument("--model", default="short_range")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--repeats", type=int, default=100)
-    ap.add_argument("--no-torch", action="store_true", help="skip PyTorch FX int8")
+    ap.add_argument("--no-torch", action="store_true", help="skip the TorchScript pair (PyTorch FX int8)")
     ap.add_argument("--onnx-variant", action="append", default=[], metavar="NAME=JSON",
                     help="also time an ONNX int8 file exported with these quantize_onnx options")
     ap.add_argument("--json", help="also write the results here")
@@ -149,22 +156,8 @@ def main() -> None:
     loads: list[float] = []
     variants = {v.split("=", 1)[0]: json.loads(v.split("=", 1)[1]) for v in args.onnx_variant}
     with tempfile.TemporaryDirectory() as tmp:
-        files = export_pairs(args.model, Path(tmp), variants)
+        files = export_pairs(args.model, Path(tmp), variants, torchscript=not args.no_torch)
         runs = {t: pairs(files, t) for t in sorted({t for t, _ in CASES})}
-        if not args.no_torch:
-            from blazeface import create_model
-            from blazeface.export.quantize import calibration_images, quantize_torch_fx
-
-            net = create_model(args.model).eval()
-            qnet = quantize_torch_fx(net, calibration_images(None, size))
-
-            def torch_run(m: torch.nn.Module) -> Callable:
-                def run(x: np.ndarray) -> None:
-                    with torch.inference_mode():
-                        m(torch.from_numpy(x))
-                return run
-            for t in runs:
-                runs[t]["pytorch_fx"] = (torch_run(net), torch_run(qnet))
         for _ in range(args.rounds):
             loads.append(round(os.getloadavg()[0], 2))
             for threads, batch in CASES:

@@ -455,27 +455,128 @@ def quantize_onnx(float_path: str | Path, out_path: str | Path, images: torch.Te
 # ------------------------------------------------------------------------------------------------
 # PyTorch's own int8 (FX graph mode, x86/fbgemm kernels)
 # ------------------------------------------------------------------------------------------------
-def quantize_torch_fx(net: nn.Module, images: torch.Tensor, backend: str = "x86") -> nn.Module:
+class _OffsetPaddedConv2d(nn.Module):
+    """A stride-2 convolution with TF SAME padding ``(b, b + 1)``, computed as a symmetric ``b + 1`` one.
+
+    One zero row and column in front shift the windows onto TF's grid; the first output row and column
+    (windows that start in the padding) are dropped. The same function as ``ZeroPad2d((b, b+1, b, b+1))``
+    followed by an unpadded convolution, in a form whose int8 depthwise kernel is fast: with padding 0,
+    PyTorch's x86 int8 depthwise convolution of 128 or more channels falls back to a path ~60x slower
+    (1.6 ms against 27 us at 128x24x24; ``benchmarks/RESULTS.md``).
+    """
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.shift = nn.ZeroPad2d((1, 0, 1, 0))
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.shift(x))[:, :, 1:, 1:]
+
+
+def symmetric_stride2_padding(net: nn.Module) -> int:
+    """Rewrite, in place, every ``ZeroPad2d((b, b+1, b, b+1))`` + stride-2 convolution of ``net`` as
+    :class:`_OffsetPaddedConv2d` (exact in float). Returns how many were rewritten."""
+    count = 0
+    for module in net.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        for i in range(len(module) - 1):
+            pad, conv = module[i], module[i + 1]
+            if not (isinstance(pad, nn.ZeroPad2d) and isinstance(conv, nn.Conv2d)):
+                continue
+            left, right, top, bottom = pad.padding
+            if (left, right) != (top, bottom) or right != left + 1 or conv.stride != (2, 2) or conv.padding != (0, 0):
+                continue
+            conv.padding = (right, right)
+            module[i] = nn.Identity()
+            module[i + 1] = _OffsetPaddedConv2d(conv)
+            count += 1
+    return count
+
+
+def cpu_has_vnni() -> bool:
+    """Whether this CPU has AVX-512 VNNI or AVX-VNNI (int8 dot products that accumulate without saturating)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
+def int8_slices(model: Any) -> int:
+    """Run the slices of a converted FX int8 ``GraphModule`` on its quantized tensors, in place.
+
+    FX does not lower them: each ran in float between a ``dequantize`` and a ``quantize_per_tensor``, a
+    requantization. A slice of a quantized tensor keeps its values and scale. (Zero pads stay in float: PyTorch
+    pads a quantized tensor through float itself, slower than the pair.) Returns how many pairs were removed.
+    """
+    import operator
+
+    def is_slice(node: Any) -> bool:
+        return node.op == "call_function" and node.target is operator.getitem
+
+    graph, count = model.graph, 0
+    for node in list(graph.nodes):
+        if not (node.op == "call_function" and node.target is torch.quantize_per_tensor):
+            continue
+        op = node.args[0]
+        if not (is_slice(op) and len(op.users) == 1):
+            continue
+        dq = op.args[0]
+        if not (dq.op == "call_method" and dq.target == "dequantize" and len(dq.users) == 1):
+            continue
+        op.replace_input_with(dq, dq.args[0])
+        node.replace_all_uses_with(op)
+        graph.erase_node(node)
+        graph.erase_node(dq)
+        count += 1
+    graph.eliminate_dead_code()
+    model.recompile()
+    return count
+
+
+def quantize_torch_fx(net: nn.Module, images: torch.Tensor, backend: str = "x86",
+                      reduce_range: bool | None = None) -> nn.Module:
     """PyTorch int8 (``torch.ao.quantization`` FX mode): per-channel weights, calibrated on ``images``.
 
-    The head convolutions stay float. Returns a ``GraphModule`` with quantized kernels (CPU only).
+    Activations are uint8 from a histogram observer; ``reduce_range`` keeps them to 7 bits, the setting PyTorch's
+    x86 default takes because FBGEMM's AVX2 kernels (``vpmaddubsw``) saturate int16 sums of two 8-bit products.
+    ``None`` (default): 8 bits where this CPU has VNNI, which does not saturate, else 7. 8 bits localize better:
+    the worst clear seed face of short range sits at IoU 0.93 against 0.85 with 7 (``benchmarks/RESULTS.md``); a
+    file quantized with 8 bits may lose accuracy on a CPU without VNNI.
+    The head convolutions and their concatenation stay float; stride-2 convolutions take symmetric padding
+    (:func:`symmetric_stride2_padding`); slices run in int8 (:func:`int8_slices`). Returns a ``GraphModule`` with quantized kernels (CPU only).
     """
     import warnings
 
-    from torch.ao.quantization import QConfigMapping, get_default_qconfig_mapping
+    from torch.ao.quantization import QConfig, QConfigMapping, get_default_qconfig_mapping
+    from torch.ao.quantization.observer import HistogramObserver, default_per_channel_weight_observer
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
+    if reduce_range is None:
+        reduce_range = not cpu_has_vnni()
     torch.backends.quantized.engine = backend
     model = prepare_for_int8(net, images)
-    qmap: QConfigMapping = get_default_qconfig_mapping(backend)
+    symmetric_stride2_padding(model)
+    qconfig = QConfig(activation=HistogramObserver.with_args(reduce_range=reduce_range),
+                      weight=default_per_channel_weight_observer)
+    qmap: QConfigMapping = get_default_qconfig_mapping(backend).set_global(qconfig)
     for name, _ in model.named_modules():
         if name.startswith(("regressors", "classifiers")):
             qmap = qmap.set_module_name(name, None)
+    # the heads' concatenation too (the only torch.cat): quantized, it clipped every logit to <= 0, the histogram
+    # observer taking the rare positive logits for outliers (every score 0.5)
+    qmap = qmap.set_object_type(torch.cat, None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         prepared = prepare_fx(model, qmap, (images[:1],))
         with torch.no_grad():
             for start in range(0, len(images), 16):
                 prepared(images[start:start + 16])
-        return convert_fx(prepared)
+        quantized = convert_fx(prepared)
+    int8_slices(quantized)
+    quantized.int8_activation_bits = 7 if reduce_range else 8
+    return quantized
 
