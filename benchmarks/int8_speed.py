@@ -80,27 +80,40 @@ SECTION = "## int8 speed over rounds (issue 6)"
 
 NOTES = """\
 Notes. Two AMD EPYC machines, both 2 cores with AVX-512 VNNI and no AMX, otherwise idle (the load average counts
-the benchmark itself): runs of 2026-12-06 on family 25 model 17 (Zen 4, no AVX-VNNI; `_epyc_zen4.json`), runs of
-2026-12-04 on a CPU that also has AVX-VNNI and ran every model about 1.6-1.9x faster (`_epyc_vnni.json`; the
-benchmark named no family and model then). The tables of *Export and int8* above came from an Intel Xeon with AMX.
+the benchmark itself): runs of 2026-12-06 on family 25 model 17 (Zen 4, no AVX-VNNI; `_epyc_zen4.json`, commit
+`72e825e`), runs of 2026-12-04 on a CPU that also has AVX-VNNI and ran every model about 1.6-1.9x faster
+(`_epyc_vnni.json`; the benchmark named no family and model then). The tables of *Export and int8* above came from
+an Intel Xeon with AMX.
 
-- **Short range, one image on 1 thread, meets >= 1.5x in all three runtimes on Zen 4**: onnxruntime 1.60x
-  (1.59-1.62, every round), LiteRT 1.56x (every round), PyTorch FX 1.52x (6 of 7). On the faster
-  EPYC: LiteRT 1.45-1.56x and PyTorch FX 1.51-1.57x, **onnxruntime 1.28-1.38x**. Its float
-  kernels gained more from that CPU than MLAS's int8 ones (float 0.79-0.84 ms against 1.62, int8 0.59-0.61
-  against 1.01). Batches of 16: onnxruntime 1.62-1.78x, PyTorch FX 2.4-3.0x, LiteRT 1.41-1.50x.
-- Full range: LiteRT 1.50x (Zen 4, 3 of 7 rounds) and 1.54x for one image, onnxruntime 1.61x / 1.55x at batch
-  16 but 1.27x / 1.18x for one image: its int8 3x3 depthwise convolutions take 1.9x the float time (ORT's
-  profile on Zen 4, `benchmarks/results/ort_profile_full_range_epyc_zen4.json`: 1630 against 858 us; MLAS's fast
-  symmetric depthwise kernel works in tiles of 64 channels; on full range's largest maps, 96x96 and 48x48, the
-  depthwise convolutions have 8-48 channels, 8 and 12 padded to 16; the 16-channel ones at 96x96 take 257 us in
-  int8 against 83 in float, the 32-channel ones 345 against 183), which cancels most of what the 1x1 convolutions
-  gain (1223 against 2335 us).
-- back and full range sparse keep float tails (ONNX 45 / 16 nodes, TFLite 20 / 12 ops) for accuracy: in
-  onnxruntime their int8 is slower than float for one image (back 0.82x and 0.74x; full range sparse 0.65x on
-  Zen 4 with 16 nodes, 0.72x on the other EPYC with 12); LiteRT back 1.22x (Zen 4) and 1.44x, full range sparse
-  0.99-1.04x; PyTorch FX 1.5-2.2x (against eager float). The Zen 4 run of full range sparse is on `1ab255e` (16
-  nodes) with only RESULTS.md edited ("-dirty").
+- **PyTorch's peer changed on 2026-12-06.** The `pytorch_fx` rows (the `_epyc_vnni` runs, and *Export and int8*)
+  timed the FX int8 module against eager NCHW float, a slow baseline: channels-last float, what `FaceDetector`'s
+  eager backend runs, took 8.7 against 13.2 ms for full range (1 thread, one image), and the FX ratios of 1.5-2.2x
+  shrank to 0.9-1.2x against it. They are withdrawn. The `torchscript` rows time the two files `blazeface export
+  --format torchscript [--int8]` writes: float channels-last and frozen (full range 6.7 ms against 11 for the NCHW
+  trace it wrote before), int8 the FX module after three fixes of `72e825e`: the heads' concatenation stays float
+  (quantized, it clipped every logit to <= 0: the int8 file scored every anchor 0.5 and found nothing right);
+  stride-2 convolutions run with symmetric padding on a one-pixel-shifted input (PyTorch's x86 int8 depthwise
+  convolution with padding 0 and >= 128 channels falls back to a path ~60x slower: 1.6 ms against 27 us at
+  128x24x24; full range int8 went from 7.0 to 4.5 ms); the slices that shift adds run on the int8 tensors.
+- **One image on 1 thread, Zen 4, int8 against float in the same runtime**: short range onnxruntime 1.58x (7 of 7
+  rounds >= 1.5), LiteRT 1.53x (6 of 7), TorchScript 1.43x (1 of 7); full range TorchScript 1.55x (7 of 7),
+  LiteRT 1.48x, onnxruntime 1.28x; full range sparse TorchScript 1.64x (7 of 7; no float tail: its accuracy is in
+  `torchscript_int8_accuracy.py`), LiteRT 1.03x, onnxruntime 0.66x; back TorchScript 1.38x, LiteRT 1.19x,
+  onnxruntime 0.83x. So every model has one runtime at >= 1.5x except back (best 1.38x), and short range and full
+  range also have two. Batches of 16: TorchScript 1.28x / 1.99x / 2.96x / 3.33x (short / full / sparse / back),
+  onnxruntime 1.77x / 1.65x / 0.63x / 0.99x.
+- On the faster EPYC (2026-12-04): LiteRT short range 1.45-1.56x, **onnxruntime 1.28-1.38x**. Its float kernels
+  gained more from that CPU than MLAS's int8 ones (float 0.79-0.84 ms against 1.62, int8 0.59-0.61 against 1.01).
+- Full range in onnxruntime: 1.65x at batch 16 but 1.28x for one image: its int8 3x3 depthwise convolutions take
+  1.9x the float time (ORT's profile on Zen 4, `benchmarks/results/ort_profile_full_range_epyc_zen4.json`: 1630
+  against 858 us; MLAS's fast symmetric depthwise kernel works in tiles of 64 channels; on full range's largest
+  maps, 96x96 and 48x48, the depthwise convolutions have 8-48 channels, 8 and 12 padded to 16; the 16-channel ones
+  at 96x96 take 257 us in int8 against 83 in float, the 32-channel ones 345 against 183), which cancels most of
+  what the 1x1 convolutions gain (1223 against 2335 us).
+- back and full range sparse keep float tails in ONNX and TFLite (ONNX 45 / 16 nodes, TFLite 20 / 12 ops) for
+  accuracy: in onnxruntime their int8 is slower than float for one image. PyTorch's int8 has none. back in
+  PyTorch: its 24-channel 128x128 layers dominate, where int8 depthwise convolutions are no faster than float
+  (178 against 146 us each, channels-last) and only the 1x1 ones gain (128 against 295).
 - `heads_as_matmul` (short range's 1x1 heads as channels-last MatMul, the A/B table): int8 0.504 against 0.512 ms
   for one image (1.6%), 8.03 against 8.41 ms for 16 (4.5%).
 - Why onnxruntime's int8 is slow for one image: MLAS's int8 depthwise and stem kernels read an indirection buffer of

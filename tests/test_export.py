@@ -200,7 +200,8 @@ def test_onnx_with_postprocess_runs_in_plain_onnxruntime(exported, kind, tmp_pat
 @pytest.mark.parametrize(("model", "kind"), [("short_range", "onnx_int8"), ("short_range", "tflite_int8"),
                                            ("back", "onnx_int8"), ("full_range_sparse", "onnx_int8"),
                                            ("back", "tflite_int8"), ("full_range_sparse", "tflite_int8"),
-                                           ("short_range", "torchscript_int8"), ("full_range", "torchscript_int8")])
+                                           ("short_range", "torchscript_int8"), ("full_range", "torchscript_int8"),
+                                           ("full_range_sparse", "torchscript_int8"), ("back", "torchscript_int8")])
 def test_int8_finds_the_same_faces_as_float(exported, model, kind):
     """Every face float finds clearly (score ≥ threshold + 0.1) int8 finds too, and the other way round, at IoU ≥ 0.9.
     Faces scoring within 0.1 of the threshold may flip (int8 moves scores by up to ~0.1 on the seed images)."""
@@ -216,7 +217,8 @@ def test_int8_finds_the_same_faces_as_float(exported, model, kind):
     # back's and full range sparse's int8 localize less well (their worst clear seed faces sit at IoU 0.90 and
     # 0.85; benchmarks/RESULTS.md)
     iou_min = {"short_range": 0.9, "back": 0.85}.get(model, 0.8)
-    if kind == "torchscript_int8":  # PyTorch FX int8: worst clear seed face 0.93 (short range), 0.79 (full range)
+    if kind == "torchscript_int8":  # PyTorch FX int8: worst clear seed face 0.93 (short range), 0.79 (full range),
+        # 0.73 and 0.82 among all seed faces for full range sparse and back (benchmarks/RESULTS.md)
         iou_min = 0.9 if model == "short_range" and cpu_has_vnni() else 0.75  # 7-bit activations without VNNI: 0.85
     faces = 0
     for p, a, b in zip(images, ref, got):

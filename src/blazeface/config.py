@@ -54,6 +54,7 @@ class ModelConfig:
     int8_float_tail: int = 0
     int8_qat_steps: int = 0
     int8_tflite_float_tail: int = 0
+    int8_torch_float_modules: tuple[str, ...] = ()
 
     @property
     def input_size(self) -> int:

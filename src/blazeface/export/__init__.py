@@ -161,8 +161,9 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
 
             assert images is not None and quant is not None
             net = quantize_torch_fx(net if qat_steps else create_model(config.name, pretrained=weights is None, weights=weights),
-                                    images)
+                                    images, float_modules=config.int8_torch_float_modules)
             quant.update({"runtime": "PyTorch FX int8 (x86)", "head_convs": "float",
+                          "float_modules": list(config.int8_torch_float_modules),
                           "activations": f"uint8 per tensor, {net.int8_activation_bits} bits (histogram observer)"})
         else:
             net = ChannelsLast(net)

@@ -538,7 +538,7 @@ def int8_slices(model: Any) -> int:
 
 
 def quantize_torch_fx(net: nn.Module, images: torch.Tensor, backend: str = "x86",
-                      reduce_range: bool | None = None) -> nn.Module:
+                      reduce_range: bool | None = None, float_modules: tuple[str, ...] = ()) -> nn.Module:
     """PyTorch int8 (``torch.ao.quantization`` FX mode): per-channel weights, calibrated on ``images``.
 
     Activations are uint8 from a histogram observer; ``reduce_range`` keeps them to 7 bits, the setting PyTorch's
@@ -547,7 +547,8 @@ def quantize_torch_fx(net: nn.Module, images: torch.Tensor, backend: str = "x86"
     the worst clear seed face of short range sits at IoU 0.93 against 0.85 with 7 (``benchmarks/RESULTS.md``); a
     file quantized with 8 bits may lose accuracy on a CPU without VNNI.
     The head convolutions and their concatenation stay float; stride-2 convolutions take symmetric padding
-    (:func:`symmetric_stride2_padding`); slices run in int8 (:func:`int8_slices`). Returns a ``GraphModule`` with quantized kernels (CPU only).
+    (:func:`symmetric_stride2_padding`); slices run in int8 (:func:`int8_slices`). ``float_modules``: names of
+    submodules (``"blocks.28"``, ``"fpn.2"``) that also stay float, a float tail for accuracy. Returns a ``GraphModule`` with quantized kernels (CPU only).
     """
     import warnings
 
@@ -564,7 +565,7 @@ def quantize_torch_fx(net: nn.Module, images: torch.Tensor, backend: str = "x86"
                       weight=default_per_channel_weight_observer)
     qmap: QConfigMapping = get_default_qconfig_mapping(backend).set_global(qconfig)
     for name, _ in model.named_modules():
-        if name.startswith(("regressors", "classifiers")):
+        if name.startswith(("regressors", "classifiers")) or name in float_modules:
             qmap = qmap.set_module_name(name, None)
     # the heads' concatenation too (the only torch.cat): quantized, it clipped every logit to <= 0, the histogram
     # observer taking the rare positive logits for outliers (every score 0.5)
