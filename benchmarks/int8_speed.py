@@ -97,11 +97,12 @@ an Intel Xeon with AMX.
   128x24x24; full range int8 went from 7.0 to 4.5 ms); the slices that shift adds run on the int8 tensors.
 - **One image on 1 thread, Zen 4, int8 against float in the same runtime**: short range onnxruntime 1.58x (7 of 7
   rounds >= 1.5), LiteRT 1.53x (6 of 7), TorchScript 1.43x (1 of 7); full range TorchScript 1.55x (7 of 7),
-  LiteRT 1.48x, onnxruntime 1.28x; full range sparse TorchScript 1.64x (7 of 7; no float tail: its accuracy is in
-  `torchscript_int8_accuracy.py`), LiteRT 1.03x, onnxruntime 0.66x; back TorchScript 1.38x, LiteRT 1.19x,
-  onnxruntime 0.83x. So every model has one runtime at >= 1.5x except back (best 1.38x), and short range and full
-  range also have two. Batches of 16: TorchScript 1.28x / 1.99x / 2.96x / 3.33x (short / full / sparse / back),
-  onnxruntime 1.77x / 1.65x / 0.63x / 0.99x.
+  LiteRT 1.48x, onnxruntime 1.28x; full range sparse TorchScript 1.62x (7 of 7, with its last FPN stage float,
+  `597ede5`; all-int8 it was 1.64x but lost 0.106 AP easy), LiteRT 1.03x, onnxruntime 0.66x; back TorchScript
+  1.26x (last 8 blocks float, `597ede5`; 1.38x all-int8, which finds 795 faces against 281), LiteRT 1.19x,
+  onnxruntime 0.83x. So every model but back has a runtime at >= 1.5x for one image (back's best: 1.26x).
+  Batches of 16: TorchScript 1.28x / 1.99x / 2.74x / 3.22x (short / full / sparse / back), onnxruntime 1.77x /
+  1.65x / 0.63x / 0.99x. TorchScript accuracy: `torchscript_int8_accuracy.py` (RESULTS.md, *Export and int8*).
 - On the faster EPYC (2026-12-04): LiteRT short range 1.45-1.56x, **onnxruntime 1.28-1.38x**. Its float kernels
   gained more from that CPU than MLAS's int8 ones (float 0.79-0.84 ms against 1.62, int8 0.59-0.61 against 1.01).
 - Full range in onnxruntime: 1.65x at batch 16 but 1.28x for one image: its int8 3x3 depthwise convolutions take
