@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..inference.nchwc import cpu_flags
 from ..io import iter_image_files, read_image
 from ..preprocess import Letterbox, letterbox
 from .equalize import equalize
@@ -497,12 +498,7 @@ def symmetric_stride2_padding(net: nn.Module) -> int:
 
 def cpu_has_vnni() -> bool:
     """Whether this CPU has AVX-512 VNNI or AVX-VNNI (int8 dot products that accumulate without saturating)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx512_vnni" in flags or "avx_vnni" in flags
+    return bool({"avx512_vnni", "avx_vnni"} & cpu_flags())
 
 
 def int8_slices(model: Any) -> int:

@@ -170,14 +170,18 @@ class AlignedBlazeNet(nn.Module):
     forward = BlazeNet.forward
 
 
-def nchwc_block_size() -> int:
-    """Channels per block of ONNX Runtime's NCHWc kernels on this CPU: 16 with AVX-512, else 8."""
+def cpu_flags() -> set[str]:
+    """This CPU's feature flags from ``/proc/cpuinfo`` (``avx512f``, ``avx512_vnni``, ...); empty where unreadable."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
+            return set(next((line for line in f if line.startswith("flags")), "").split())
     except OSError:
-        return 8
-    return 16 if " avx512f" in flags else 8
+        return set()
+
+
+def nchwc_block_size() -> int:
+    """Channels per block of ONNX Runtime's NCHWc kernels on this CPU: 16 with AVX-512, else 8."""
+    return 16 if "avx512f" in cpu_flags() else 8
 
 
 def align_channels(net: BlazeNet, multiple: int = 8, input_channels: int = 3) -> AlignedBlazeNet:
