@@ -7,8 +7,8 @@ One command (from the project root, with the ``onnx`` and ``tflite-export`` extr
 
 What it does, per model:
 1. exports float and int8 files (ONNX QDQ for ONNX Runtime; TFLite through litert-torch, when installed;
-   PyTorch FX int8) into a temporary folder, int8 calibrated on the bundled ``examples/`` (augmented);
-2. speed: float and int8 in the same runtime, 1 thread, batch 1 (and 8 for ONNX Runtime), runs interleaved,
+   TorchScript: float channels-last and frozen, int8 PyTorch's FX int8) into a temporary folder, int8 calibrated on the bundled ``examples/`` (augmented);
+2. speed: float and int8 in the same runtime, 1 and 2 threads, batch 1 and 64, runs interleaved,
    the median of ``--repeats`` timings each; the ratio float/int8 is reported (2 shared cores: noisy);
 3. weight bytes of the int8 ONNX file (all initializers: int8 weights, int32 biases, scales, zero points)
    and of the int8 TFLite file (all constant buffers);
@@ -316,6 +316,9 @@ def bench_model(name: str, tmp: Path, repeats: int, with_tflite: bool, qat_steps
         t0 = time.perf_counter()
         files["onnx_int8_qat"] = export_model(name, "onnx", tmp / f"{name}_int8_qat.onnx", int8=True, qat_steps=qat_steps)
         out["qat"] = {"steps": qat_steps, "seconds": round(time.perf_counter() - t0, 1)}
+    # PyTorch: the channels-last frozen float file against the FX int8 one (what `--format torchscript` writes)
+    files["torchscript_float"] = export_model(name, "torchscript", tmp / f"{name}.pt")
+    files["torchscript_int8"] = export_model(name, "torchscript", tmp / f"{name}_int8.pt", int8=True)
     if with_tflite:
         files["tflite_float"] = export_model(name, "tflite", tmp / f"{name}.tflite")
         files["tflite_int8"] = export_model(name, "tflite", tmp / f"{name}_int8.tflite", int8=True)
@@ -330,6 +333,7 @@ def bench_model(name: str, tmp: Path, repeats: int, with_tflite: bool, qat_steps
     speed = {}
     # also timed: the float graph FaceDetector itself runs in onnxruntime (channels aligned to ORT's blocks)
     from blazeface import create_model
+    from blazeface.inference import load_backend
     from blazeface.inference.backends import export_onnx
     from blazeface.inference.nchwc import align_channels, nchwc_block_size
 
@@ -345,8 +349,6 @@ def bench_model(name: str, tmp: Path, repeats: int, with_tflite: bool, qat_steps
             speed[f"onnxruntime_t{threads}_b{bs}"] = {**_speed_row(ms["f"], ms["q"]),
                                                       "aligned_float_ms": round(ms["a"], 3)}
     if with_tflite:
-        from blazeface.inference import load_backend
-
         for threads in (1, 2):
             fb, qb = load_backend(files["tflite_float"], threads), load_backend(files["tflite_int8"], threads)
             for bs in (1, 64):  # batch-1 graphs (XNNPACK cannot resize them): a batch is bs invocations
@@ -355,22 +357,15 @@ def bench_model(name: str, tmp: Path, repeats: int, with_tflite: bool, qat_steps
                                     repeats if bs == 1 else max(10, repeats // 3))
                 speed[f"litert_t{threads}_b{bs}"] = _speed_row(ms["f"], ms["q"])
     out["onnxruntime_profile_us"] = {"float": ort_profile(files["onnx_float"], s), "int8": ort_profile(files["onnx_int8"], s)}
-    try:
-        from blazeface.export.quantize import calibration_images, quantize_torch_fx
-
-        net = create_model(name).eval()
-        qnet = quantize_torch_fx(net, calibration_images(None, s))
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            for bs in (1, 8, 64):
-                x = torch.from_numpy(rng.uniform(-1, 1, (bs, 3, s, s)).astype(np.float32))
-                with torch.inference_mode():
-                    ms = interleaved_ms({"f": lambda: net(x), "q": lambda: qnet(x)},
-                                        repeats if bs == 1 else max(10, repeats // 3))
-                speed[f"pytorch_fx_t{threads}_b{bs}"] = _speed_row(ms["f"], ms["q"])
-        torch.set_num_threads(1)
-    except Exception as exc:  # noqa: BLE001 - report, don't stop the benchmark
-        speed["pytorch_fx"] = {"error": f"{type(exc).__name__}: {exc}"}
+    fb, qb = load_backend(files["torchscript_float"]), load_backend(files["torchscript_int8"])
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        for bs in (1, 64):
+            x = rng.uniform(-1, 1, (bs, 3, s, s)).astype(np.float32)
+            ms = interleaved_ms({"f": lambda: fb.run(x), "q": lambda: qb.run(x)},
+                                repeats if bs == 1 else max(10, repeats // 3))
+            speed[f"torchscript_t{threads}_b{bs}"] = _speed_row(ms["f"], ms["q"])
+    torch.set_num_threads(1)
     out["speed"] = speed
 
     # ---- accuracy ----------------------------------------------------------------------------------

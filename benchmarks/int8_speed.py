@@ -40,25 +40,34 @@ from blazeface import get_config  # noqa: E402
 from blazeface.export import export_model  # noqa: E402
 
 CASES = ((1, 1), (1, 16), (2, 1))  # (threads, batch)
+RUNTIMES = ("onnxruntime", "torchscript", "litert")
+# glibc malloc, told to keep freed memory: by default it hands large blocks back to the kernel (mmap, heap trim) and
+# every run faults them in again; for PyTorch float, whose activations are 4x int8's, that made float TorchScript
+# bimodal per process (back: 8.8 or 15.7 ms, 1 thread; full range 6.6 or 10), int8 stable. Both run with this.
+STEADY_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "10000000000"}
 
 
-def export_pairs(model: str, tmp: Path, variants: dict[str, dict], torchscript: bool = True) -> dict[str, tuple[Path, Path]]:
+def export_pairs(model: str, tmp: Path, variants: dict[str, dict], runtimes: tuple[str, ...] = RUNTIMES
+                 ) -> dict[str, tuple[Path, Path]]:
     """float and int8 files per runtime (and per ONNX variant), exported once into ``tmp``. TorchScript: the
-    float file runs channels-last (frozen), the int8 one PyTorch's FX int8 (x86 kernels), as ``blazeface export``
+    float file runs channels-last (frozen), the int8 one PyTorch's FX int8 (oneDNN kernels), as ``blazeface export``
     writes them."""
-    onnx_float = export_model(model, "onnx", tmp / "f.onnx")
-    files = {"onnxruntime": (onnx_float, export_model(model, "onnx", tmp / "q.onnx", int8=True))}
-    if torchscript:
+    files = {}
+    if "onnxruntime" in runtimes:
+        onnx_float = export_model(model, "onnx", tmp / "f.onnx")
+        files["onnxruntime"] = (onnx_float, export_model(model, "onnx", tmp / "q.onnx", int8=True))
+        for name, opts in variants.items():
+            files[f"onnxruntime[{name}]"] = (onnx_float, export_model(model, "onnx", tmp / f"q_{name}.onnx", int8=True,
+                                                                      onnx_int8=opts))
+    if "torchscript" in runtimes:
         files["torchscript"] = (export_model(model, "torchscript", tmp / "f.pt"),
                                 export_model(model, "torchscript", tmp / "q.pt", int8=True))
-    for name, opts in variants.items():
-        files[f"onnxruntime[{name}]"] = (onnx_float, export_model(model, "onnx", tmp / f"q_{name}.onnx", int8=True,
-                                                                  onnx_int8=opts))
     try:
         import litert_torch  # noqa: F401
 
-        files["litert"] = (export_model(model, "tflite", tmp / "f.tflite"),
-                           export_model(model, "tflite", tmp / "q.tflite", int8=True))
+        if "litert" in runtimes:
+            files["litert"] = (export_model(model, "tflite", tmp / "f.tflite"),
+                               export_model(model, "tflite", tmp / "q.tflite", int8=True))
     except ImportError:
         pass
     return files
@@ -154,23 +163,28 @@ def main() -> None:
     ap.add_argument("--model", default="short_range")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--repeats", type=int, default=100)
-    ap.add_argument("--no-torch", action="store_true", help="skip the TorchScript pair (PyTorch FX int8)")
+    ap.add_argument("--runtimes", nargs="+", choices=RUNTIMES, default=list(RUNTIMES),
+                    help="the pairs to time (litert: when litert-torch is installed)")
     ap.add_argument("--onnx-variant", action="append", default=[], metavar="NAME=JSON",
                     help="also time an ONNX int8 file exported with these quantize_onnx options")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="keep glibc's default malloc settings (else the script re-runs itself with STEADY_MALLOC)")
     ap.add_argument("--render", nargs="+", type=Path, metavar="JSON",
                     help="only write this benchmark's section of benchmarks/RESULTS.md from earlier runs")
     args = ap.parse_args()
     if args.render:
         render(args.render, bench.ROOT / "benchmarks" / "RESULTS.md")
         return
+    if not args.default_malloc and any(os.environ.get(k) != v for k, v in STEADY_MALLOC.items()):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **STEADY_MALLOC})
     size = get_config(args.model).input_size
     rng = np.random.default_rng(0)
     times: dict[str, dict[str, list[float]]] = {}
     loads: list[float] = []
     variants = {v.split("=", 1)[0]: json.loads(v.split("=", 1)[1]) for v in args.onnx_variant}
     with tempfile.TemporaryDirectory() as tmp:
-        files = export_pairs(args.model, Path(tmp), variants, torchscript=not args.no_torch)
+        files = export_pairs(args.model, Path(tmp), variants, tuple(args.runtimes))
         runs = {t: pairs(files, t) for t in sorted({t for t, _ in CASES})}
         for _ in range(args.rounds):
             loads.append(round(os.getloadavg()[0], 2))
@@ -195,7 +209,8 @@ def main() -> None:
     out = {"model": args.model, "onnx_variants": variants, "machine": bench.machine(), "date": datetime.date.today().isoformat(),
            "commit": subprocess.run(["git", "describe", "--always", "--dirty"], cwd=bench.ROOT,
                                     capture_output=True, text=True).stdout.strip(),
-           "rounds": args.rounds, "repeats": args.repeats, "load_average_1min": loads, "cases": rows}
+           "rounds": args.rounds, "repeats": args.repeats, "load_average_1min": loads,
+           "malloc": "glibc default" if args.default_malloc else STEADY_MALLOC, "cases": rows}
     print(json.dumps(out, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1) + "\n")

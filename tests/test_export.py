@@ -217,9 +217,10 @@ def test_int8_finds_the_same_faces_as_float(exported, model, kind):
     # back's and full range sparse's int8 localize less well (their worst clear seed faces sit at IoU 0.90 and
     # 0.85; benchmarks/RESULTS.md)
     iou_min = {"short_range": 0.9, "back": 0.85}.get(model, 0.8)
-    if kind == "torchscript_int8":  # PyTorch FX int8: worst clear seed face 0.93 (short range), 0.79 (full range),
-        # 0.82 and 0.95 for full range sparse and back with their float tails (torchscript_int8_accuracy.py)
-        iou_min = 0.9 if model == "short_range" and cpu_has_vnni() else 0.75  # 7-bit activations without VNNI: 0.85
+    if kind == "torchscript_int8":  # PyTorch FX int8, 8-bit activations where the CPU has VNNI: short range's worst
+        # seed face at IoU 0.92, one clear face of 4faces.png at 0.81 for another model (2026-12-06); 7-bit activations
+        # without VNNI: 0.85 for short range (measured before the residual fusion)
+        iou_min = (0.9 if model == "short_range" else 0.8) if cpu_has_vnni() else 0.75
     faces = 0
     for p, a, b in zip(images, ref, got):
         for x, y in ((a, b), (b, a)):
@@ -231,6 +232,22 @@ def test_int8_finds_the_same_faces_as_float(exported, model, kind):
         faces += int((a.scores >= clear).sum())
     assert faces >= 6
     assert sum(len(a) for a in ref[:4]) == sum(len(b) for b in got[:4]) == 4  # one face per example photo
+
+
+def test_torchscript_int8_runs_fused_under_its_own_engine(exported):
+    """The FX int8 file names its quantized engine; the loader packs and runs it there and restores the engine the
+    caller had; residual sums are fused into the convolutions (one conv2d_add_relu per residual block)."""
+    path = exported("short_range:torchscript_int8")
+    before = torch.backends.quantized.engine
+    backend = load_backend(path)
+    assert backend.metadata["quantization"]["engine"] == backend.engine == "onednn"
+    assert torch.backends.quantized.engine == before
+    code = backend.module.code
+    assert code.count("conv2d_add_relu") == 16  # short range: 16 residual BlazeBlocks
+    assert "quantized.add_relu" not in code
+    reg, logits = backend(torch.zeros(2, 3, 128, 128))
+    assert reg.shape == (2, 896, 16) and logits.shape == (2, 896, 1)
+    assert torch.backends.quantized.engine == before
 
 
 def test_int8_tflite_runs_the_backbone_in_int8(exported):
@@ -536,29 +553,35 @@ def test_integer_pads_is_the_same_function():
     assert np.all(after[:, 2:] == 0) and np.abs(after[:, :2] - x).max() <= 0.025 + 1e-6
 
 
-@pytest.mark.parametrize(("model", "rewritten"), [("short_range", 4), ("full_range", 5), ("back", 5),
+@pytest.mark.parametrize(("model", "rewritten"), [("short_range", 3), ("full_range", 4), ("back", 4),
                                                ("full_range_sparse", 0)])
-def test_symmetric_stride2_padding_is_the_same_function(model, rewritten):
-    """Every TF-SAME stride-2 convolution (stems: 1, blocks: 3 or 4; full range sparse pads symmetrically already)
-    becomes a symmetric one on a shifted input, with the same outputs; by hand: 5×5 stride 2 on 8×8, pads (1, 2)."""
-    import torch.nn.functional as F
-
-    from blazeface.export.quantize import symmetric_stride2_padding
+def test_enlarged_stride2_kernels_are_the_same_function(model, rewritten):
+    """Every TF-SAME stride-2 depthwise convolution (3 or 4 per model; full range sparse pads symmetrically already,
+    the 3-channel stems keep their pad) becomes a symmetric one with a zero-led kernel, with the same outputs; by
+    hand: 3×3 stride 2 on 6×6 pads (0, 1), output (0, 0) sums inputs rows and columns 0-2, (2, 2) rows 4-5."""
+    from blazeface.export.quantize import enlarged_stride2_kernels
 
     net, ref_net = create_model(model).eval(), create_model(model).eval()
-    assert symmetric_stride2_padding(net) == rewritten
+    assert enlarged_stride2_kernels(net) == rewritten
     x = _inputs(get_config(model).input_size)
     with torch.no_grad():
         for a, b in zip(ref_net(x), net(x)):
             torch.testing.assert_close(b, a, rtol=0, atol=1e-4)
-    seq = torch.nn.Sequential(torch.nn.ZeroPad2d((1, 2, 1, 2)), torch.nn.Conv2d(1, 1, 5, 2, bias=False))
+    seq = torch.nn.Sequential(torch.nn.ZeroPad2d((0, 1, 0, 1)), torch.nn.Conv2d(2, 2, 3, 2, groups=2, bias=False))
     torch.nn.init.ones_(seq[1].weight)
-    image = torch.arange(64.0).reshape(1, 1, 8, 8)
-    expected = F.conv2d(F.pad(image, (1, 2, 1, 2)), torch.ones(1, 1, 5, 5), stride=2)
-    assert float(expected[0, 0, 0, 0]) == sum(range(0, 4)) + sum(range(8, 12)) + sum(range(16, 20)) + sum(range(24, 28))
-    assert symmetric_stride2_padding(seq) == 1
+    image = torch.arange(72.0).reshape(1, 2, 6, 6)
+    expected = torch.tensor([[0 + 1 + 2 + 6 + 7 + 8 + 12 + 13 + 14, 4 + 5 + 10 + 11 + 16 + 17],
+                             [24 + 25 + 26 + 30 + 31 + 32, 28 + 29 + 34 + 35]], dtype=torch.float32)
+    assert enlarged_stride2_kernels(seq) == 1
+    conv = seq[1]
+    assert conv.kernel_size == (4, 4) and conv.padding == (1, 1) and conv.stride == (2, 2)
     with torch.no_grad():
-        torch.testing.assert_close(seq(image), expected, rtol=0, atol=0)
+        out = seq(image)
+    assert out.shape == (1, 2, 3, 3)
+    torch.testing.assert_close(out[0, 0, ::2, ::2], expected, rtol=0, atol=0)
+    # channel 1 is channel 0 plus 36 per input read: 3 rows (or 2 at the bottom edge) times 3 columns (or 2)
+    taps = torch.tensor([[9.0, 9, 6], [9, 9, 6], [6, 6, 4]])
+    torch.testing.assert_close(out[0, 1], out[0, 0] + 36 * taps, rtol=0, atol=0)
 
 
 def test_tflite_backend_runs_mediapipe_files():

@@ -156,20 +156,24 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
     if fmt == "torchscript":
         import json
 
+        from ..inference.files import quantized_engine
+
         if int8:
-            from .quantize import quantize_torch_fx
+            from .quantize import TORCH_INT8_ENGINE, int8_activation_reduce_range, quantize_torch_fx
 
             assert images is not None and quant is not None
+            reduce_range = int8_activation_reduce_range()
             net = quantize_torch_fx(net if qat_steps else create_model(config.name, pretrained=weights is None, weights=weights),
-                                    images, float_modules=config.int8_torch_float_modules)
-            quant.update({"runtime": "PyTorch FX int8 (x86)", "head_convs": "float",
-                          "float_modules": list(config.int8_torch_float_modules),
-                          "activations": f"uint8 per tensor, {net.int8_activation_bits} bits (histogram observer)"})
+                                    images, reduce_range=reduce_range, float_modules=config.int8_torch_float_modules)
+            quant.update({"runtime": f"PyTorch FX int8 ({TORCH_INT8_ENGINE})", "engine": TORCH_INT8_ENGINE,
+                          "head_convs": "float", "float_modules": list(config.int8_torch_float_modules),
+                          "activations": f"uint8 per tensor, {7 if reduce_range else 8} bits (histogram observer)",
+                          "float_ops": "zero pads, 2x2 max pools"})
         else:
             net = ChannelsLast(net)
         meta = build_metadata(config, quantization=quant)
         example = torch.zeros(1, 3, size, size)
-        with torch.no_grad(), _no_warnings():
+        with torch.no_grad(), _no_warnings(), quantized_engine(quant.get("engine") if quant else None):
             traced = torch.jit.freeze(torch.jit.trace(net.eval(), example, check_trace=False))
         with _no_warnings():
             torch.jit.save(traced, str(output), _extra_files={f"{METADATA_KEY}.json": json.dumps(meta, sort_keys=True)})

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..inference.files import quantized_engine
 from ..inference.nchwc import cpu_flags
 from ..io import iter_image_files, read_image
 from ..preprocess import Letterbox, letterbox
@@ -456,28 +457,16 @@ def quantize_onnx(float_path: str | Path, out_path: str | Path, images: torch.Te
 # ------------------------------------------------------------------------------------------------
 # PyTorch's own int8 (FX graph mode, x86/fbgemm kernels)
 # ------------------------------------------------------------------------------------------------
-class _OffsetPaddedConv2d(nn.Module):
-    """A stride-2 convolution with TF SAME padding ``(b, b + 1)``, computed as a symmetric ``b + 1`` one.
+def enlarged_stride2_kernels(net: nn.Module) -> int:
+    """Rewrite, in place, every ``ZeroPad2d((b, b+1, b, b+1))`` + stride-2 depthwise convolution of ``net`` as one
+    convolution with a ``(k+1)×(k+1)`` kernel (a zero first row and column) and symmetric padding ``b + 1``.
 
-    One zero row and column in front shift the windows onto TF's grid; the first output row and column
-    (windows that start in the padding) are dropped. The same function as ``ZeroPad2d((b, b+1, b, b+1))``
-    followed by an unpadded convolution, in a form whose int8 depthwise kernel is fast: with padding 0,
-    PyTorch's x86 int8 depthwise convolution of 128 or more channels falls back to a path ~60x slower
-    (1.6 ms against 27 us at 128x24x24; ``benchmarks/RESULTS.md``).
+    The same function, exact in float: output ``i`` reads inputs ``2i - b ... 2i - b + k - 1`` either way. With no
+    pad in front, PyTorch's int8 depthwise kernel runs straight on the int8 input (the ``ZeroPad2d`` ran in float,
+    between a dequantize and a quantize: 1.2 ms at 24x128x128, the convolution itself 0.1 ms), and a 4×4 int8
+    depthwise convolution takes as long as a 3×3 one (91 against 96 us at 24x128x128). Other convolutions (the
+    3-channel stems) keep their pad: a 6×6 int8 stem took 1.8× the 5×5 one. Returns how many were rewritten.
     """
-
-    def __init__(self, conv: nn.Conv2d) -> None:
-        super().__init__()
-        self.shift = nn.ZeroPad2d((1, 0, 1, 0))
-        self.conv = conv
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(self.shift(x))[:, :, 1:, 1:]
-
-
-def symmetric_stride2_padding(net: nn.Module) -> int:
-    """Rewrite, in place, every ``ZeroPad2d((b, b+1, b, b+1))`` + stride-2 convolution of ``net`` as
-    :class:`_OffsetPaddedConv2d` (exact in float). Returns how many were rewritten."""
     count = 0
     for module in net.modules():
         if not isinstance(module, nn.Sequential):
@@ -487,11 +476,19 @@ def symmetric_stride2_padding(net: nn.Module) -> int:
             if not (isinstance(pad, nn.ZeroPad2d) and isinstance(conv, nn.Conv2d)):
                 continue
             left, right, top, bottom = pad.padding
-            if (left, right) != (top, bottom) or right != left + 1 or conv.stride != (2, 2) or conv.padding != (0, 0):
+            if ((left, right) != (top, bottom) or right != left + 1 or conv.stride != (2, 2) or conv.padding != (0, 0)
+                    or conv.groups != conv.in_channels or conv.groups == 1):
                 continue
-            conv.padding = (right, right)
+            k = conv.kernel_size[0]
+            big = nn.Conv2d(conv.in_channels, conv.out_channels, k + 1, 2, right, groups=conv.groups,
+                            bias=conv.bias is not None)
+            with torch.no_grad():
+                big.weight.zero_()
+                big.weight[:, :, 1:, 1:] = conv.weight
+                if conv.bias is not None:
+                    big.bias.copy_(conv.bias)
             module[i] = nn.Identity()
-            module[i + 1] = _OffsetPaddedConv2d(conv)
+            module[i + 1] = big
             count += 1
     return count
 
@@ -501,50 +498,89 @@ def cpu_has_vnni() -> bool:
     return bool({"avx512_vnni", "avx_vnni"} & cpu_flags())
 
 
-def int8_slices(model: Any) -> int:
-    """Run the slices of a converted FX int8 ``GraphModule`` on its quantized tensors, in place.
+class _FloatMaxPool(nn.Module):
+    """A max pool of a quantized tensor computed in float, requantized with the input's own scale (exact: a max
+    pool picks input values). PyTorch's int8 2×2 max pool took 390 us at 24x128x128, this 200."""
 
-    FX does not lower them: each ran in float between a ``dequantize`` and a ``quantize_per_tensor``, a
-    requantization. A slice of a quantized tensor keeps its values and scale. (Zero pads stay in float: PyTorch
-    pads a quantized tensor through float itself, slower than the pair.) Returns how many pairs were removed.
-    """
-    import operator
+    def __init__(self, pool: nn.Module) -> None:
+        super().__init__()
+        self.pool = pool
 
-    def is_slice(node: Any) -> bool:
-        return node.op == "call_function" and node.target is operator.getitem
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.quantize_per_tensor(self.pool(x.dequantize()), x.q_scale(), x.q_zero_point(), x.dtype)
 
-    graph, count = model.graph, 0
-    for node in list(graph.nodes):
-        if not (node.op == "call_function" and node.target is torch.quantize_per_tensor):
+
+def float_max_pools(model: Any) -> int:
+    """Wrap, in place, every max pool of a converted FX int8 ``GraphModule`` that reads a quantized tensor in
+    :class:`_FloatMaxPool`. (FX runs a max pool whose qconfig is ``None`` on a quantized input as it is, in
+    int8, when nothing float sits between it and the next quantized op.) Returns how many were wrapped."""
+    count = 0
+    for node in model.graph.nodes:
+        if node.op != "call_module" or not isinstance(model.get_submodule(node.target), nn.MaxPool2d):
             continue
-        op = node.args[0]
-        if not (is_slice(op) and len(op.users) == 1):
-            continue
-        dq = op.args[0]
-        if not (dq.op == "call_method" and dq.target == "dequantize" and len(dq.users) == 1):
-            continue
-        op.replace_input_with(dq, dq.args[0])
-        node.replace_all_uses_with(op)
-        graph.erase_node(node)
-        graph.erase_node(dq)
+        source = node.args[0]
+        if source.op == "call_method" and source.target == "dequantize":
+            continue  # already float
+        parent, _, name = node.target.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, name, _FloatMaxPool(model.get_submodule(node.target)))
         count += 1
-    graph.eliminate_dead_code()
     model.recompile()
     return count
 
 
-def quantize_torch_fx(net: nn.Module, images: torch.Tensor, backend: str = "x86",
-                      reduce_range: bool | None = None, float_modules: tuple[str, ...] = ()) -> nn.Module:
-    """PyTorch int8 (``torch.ao.quantization`` FX mode): per-channel weights, calibrated on ``images``.
+def int8_activation_reduce_range(reduce_range: bool | None = None) -> bool:
+    """Whether PyTorch int8 activations keep to 7 bits: ``reduce_range`` if given, else where this CPU lacks VNNI
+    (FBGEMM's AVX2 kernels, ``vpmaddubsw``, saturate int16 sums of two 8-bit products; VNNI does not)."""
+    return not cpu_has_vnni() if reduce_range is None else reduce_range
 
-    Activations are uint8 from a histogram observer; ``reduce_range`` keeps them to 7 bits, the setting PyTorch's
-    x86 default takes because FBGEMM's AVX2 kernels (``vpmaddubsw``) saturate int16 sums of two 8-bit products.
-    ``None`` (default): 8 bits where this CPU has VNNI, which does not saturate, else 7. 8 bits localize better:
-    the worst clear seed face of short range sits at IoU 0.93 against 0.85 with 7 (``benchmarks/RESULTS.md``); a
-    file quantized with 8 bits may lose accuracy on a CPU without VNNI.
-    The head convolutions and their concatenation stay float; stride-2 convolutions take symmetric padding
-    (:func:`symmetric_stride2_padding`); slices run in int8 (:func:`int8_slices`). ``float_modules``: names of
-    submodules (``"blocks.28"``, ``"fpn.2"``) that also stay float, a float tail for accuracy. Returns a ``GraphModule`` with quantized kernels (CPU only).
+
+def fused_residual_backend_config() -> Any:
+    """oneDNN's FX ``BackendConfig`` plus ``F.relu(conv(x) + skip)`` → one ``quantized::conv2d_add_relu``.
+
+    oneDNN's own config matches the residual sum only when the ReLU is an ``nn.ReLU`` module; BlazeBlock calls
+    ``F.relu``. Fused, the sum is taken on the convolution's int32 accumulator (no separate int8 add, no
+    requantization of the convolution output); the fused kernel runs only under the ``onednn`` quantized engine.
+    """
+    import operator
+
+    import torch.ao.nn.intrinsic as nni
+    import torch.nn.functional as F
+    from torch.ao.quantization.backend_config import BackendPatternConfig, get_onednn_backend_config
+    from torch.ao.quantization.backend_config.onednn import conv_dtype_configs, observation_type
+    from torch.ao.quantization.utils import MatchAllNode
+
+    def fuse(is_qat: bool, relu: Any, add_pattern: Any) -> nn.Module:
+        add, conv, _ = add_pattern
+        return nni.ConvAddReLU2d(conv, add, nn.ReLU())
+
+    config = get_onednn_backend_config()
+    for add in (operator.add, torch.add):
+        config.set_backend_pattern_config(
+            BackendPatternConfig()._set_pattern_complex_format((F.relu, (add, nn.Conv2d, MatchAllNode)))
+            .set_observation_type(observation_type).set_dtype_configs(conv_dtype_configs).set_fuser_method(fuse)
+            ._set_root_node_getter(lambda pattern: pattern[1][1])
+            ._set_extra_inputs_getter(lambda pattern: [pattern[1][2]])
+            .set_fused_module(nni.ConvAddReLU2d))
+    return config
+
+
+TORCH_INT8_ENGINE = "onednn"
+
+
+def quantize_torch_fx(net: nn.Module, images: torch.Tensor, reduce_range: bool = False,
+                      float_modules: tuple[str, ...] = ()) -> nn.Module:
+    """PyTorch int8 (``torch.ao.quantization`` FX mode, oneDNN kernels): per-channel weights, calibrated on ``images``.
+
+    Activations are uint8 from a histogram observer; ``reduce_range`` keeps them to 7 bits
+    (:func:`int8_activation_reduce_range` picks it for a CPU). 8 bits localize better: the worst clear seed face of
+    short range sits at IoU 0.93 against 0.85 with 7 (``benchmarks/RESULTS.md``).
+    Residual sums and their ReLU fuse into the convolution before them (:func:`fused_residual_backend_config`);
+    stride-2 depthwise convolutions take an enlarged kernel instead of a pad (:func:`enlarged_stride2_kernels`);
+    zero pads (the stems') and 2×2 max pools run in float (PyTorch's int8 max pool took 390 us at 24x128x128,
+    dequantize + float pool + quantize 200). The head convolutions and their concatenation stay float.
+    ``float_modules``: names of submodules (``"blocks.28"``, ``"fpn.2"``) that also stay float, a float tail for
+    accuracy. Returns a ``GraphModule`` with quantized kernels (CPU only) that runs under the
+    :data:`TORCH_INT8_ENGINE` quantized engine (``torch.backends.quantized.engine``).
     """
     import warnings
 
@@ -552,28 +588,24 @@ def quantize_torch_fx(net: nn.Module, images: torch.Tensor, backend: str = "x86"
     from torch.ao.quantization.observer import HistogramObserver, default_per_channel_weight_observer
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-    if reduce_range is None:
-        reduce_range = not cpu_has_vnni()
-    torch.backends.quantized.engine = backend
     model = prepare_for_int8(net, images)
-    symmetric_stride2_padding(model)
+    enlarged_stride2_kernels(model)
     qconfig = QConfig(activation=HistogramObserver.with_args(reduce_range=reduce_range),
                       weight=default_per_channel_weight_observer)
-    qmap: QConfigMapping = get_default_qconfig_mapping(backend).set_global(qconfig)
+    qmap: QConfigMapping = get_default_qconfig_mapping(TORCH_INT8_ENGINE).set_global(qconfig)
     for name, _ in model.named_modules():
         if name.startswith(("regressors", "classifiers")) or name in float_modules:
             qmap = qmap.set_module_name(name, None)
     # the heads' concatenation too (the only torch.cat): quantized, it clipped every logit to <= 0, the histogram
     # observer taking the rare positive logits for outliers (every score 0.5)
-    qmap = qmap.set_object_type(torch.cat, None)
-    with warnings.catch_warnings():
+    qmap = qmap.set_object_type(torch.cat, None).set_object_type(nn.ZeroPad2d, None).set_object_type(nn.MaxPool2d, None)
+    backend_config = fused_residual_backend_config()
+    with warnings.catch_warnings(), quantized_engine(TORCH_INT8_ENGINE):
         warnings.simplefilter("ignore")
-        prepared = prepare_fx(model, qmap, (images[:1],))
+        prepared = prepare_fx(model, qmap, (images[:1],), backend_config=backend_config)
         with torch.no_grad():
             for start in range(0, len(images), 16):
                 prepared(images[start:start + 16])
-        quantized = convert_fx(prepared)
-    int8_slices(quantized)
-    quantized.int8_activation_bits = 7 if reduce_range else 8
+        quantized = convert_fx(prepared, backend_config=backend_config)
+    float_max_pools(quantized)
     return quantized
-
