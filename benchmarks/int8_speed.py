@@ -90,28 +90,33 @@ SECTION = "## int8 speed over rounds (issue 6)"
 NOTES = """\
 Notes. Two AMD EPYC machines, both 2 cores with AVX-512 VNNI and no AMX, otherwise idle (the load average counts
 the benchmark itself): runs of 2026-12-06 on family 25 model 17 (Zen 4, no AVX-VNNI; `_epyc_zen4.json`, commit
-`72e825e`), runs of 2026-12-04 on a CPU that also has AVX-VNNI and ran every model about 1.6-1.9x faster
-(`_epyc_vnni.json`; the benchmark named no family and model then). The tables of *Export and int8* above came from
-an Intel Xeon with AMX.
+`484153c`, glibc malloc told to keep freed memory: `STEADY_MALLOC`; "-dirty" in the JSON: only result files
+had changed), runs of 2026-12-04 on a CPU that also has
+AVX-VNNI and ran every model about 1.6-1.9x faster (`_epyc_vnni.json`; the benchmark named no family and model
+then). The tables of *Export and int8* above came from an Intel Xeon with AMX.
 
+- **TorchScript int8 at `484153c`** (PyTorch FX on oneDNN): each residual sum and its ReLU fused into the
+  convolution before them (`quantized::conv2d_add_relu`; the separate int8 add took 112 us at 24x128x128);
+  stride-2 depthwise convolutions as (k+1)x(k+1) zero-led kernels with symmetric padding (the same function; the
+  one-pixel shift of `72e825e` ran its pad in float between a dequantize and a quantize, 1.2 ms at 24x128x128,
+  where a 4x4 int8 depthwise convolution costs what a 3x3 one does); max pools in float (PyTorch's int8 2x2 max
+  pool: 390 against 200 us). And the loader packs the weights under the file's engine: packed under the default
+  `x86` engine, the oneDNN kernels ran full range int8 in 8.3 instead of 3.5 ms. One image, 1 thread, all 7
+  rounds >= 1.5: short range 1.61x, full range 1.74x, full range sparse 1.71x, back 1.54x (last 8 blocks float);
+  before (`597ede5`): 1.43x, 1.55x, 1.62x, 1.26x. TorchScript's float is slower than onnxruntime's (short range
+  2.6 against 1.5 ms): PyTorch int8 beats PyTorch float, not onnxruntime float.
+- **malloc.** With glibc's defaults, float TorchScript was bimodal per process (back, 1 thread: 8.8 or 15.7 ms;
+  full range 6.6 or 10), int8 stable: glibc hands large freed blocks back to the kernel and every run faults them
+  in again, and float's activations are 4x int8's. The script re-runs itself with `STEADY_MALLOC` (both files run
+  under it; `--default-malloc` keeps the defaults), which timed float in its fast mode every time.
 - **PyTorch's peer changed on 2026-12-06.** The `pytorch_fx` rows (the `_epyc_vnni` runs, and *Export and int8*)
   timed the FX int8 module against eager NCHW float, a slow baseline: channels-last float, what `FaceDetector`'s
   eager backend runs, took 8.7 against 13.2 ms for full range (1 thread, one image), and the FX ratios of 1.5-2.2x
-  shrank to 0.9-1.2x against it. They are withdrawn. The `torchscript` rows time the two files `blazeface export
-  --format torchscript [--int8]` writes: float channels-last and frozen (full range 6.7 ms against 11 for the NCHW
-  trace it wrote before), int8 the FX module after three fixes of `72e825e`: the heads' concatenation stays float
-  (quantized, it clipped every logit to <= 0: the int8 file scored every anchor 0.5 and found nothing right);
-  stride-2 convolutions run with symmetric padding on a one-pixel-shifted input (PyTorch's x86 int8 depthwise
-  convolution with padding 0 and >= 128 channels falls back to a path ~60x slower: 1.6 ms against 27 us at
-  128x24x24; full range int8 went from 7.0 to 4.5 ms); the slices that shift adds run on the int8 tensors.
-- **One image on 1 thread, Zen 4, int8 against float in the same runtime**: short range onnxruntime 1.58x (7 of 7
-  rounds >= 1.5), LiteRT 1.53x (6 of 7), TorchScript 1.43x (1 of 7); full range TorchScript 1.55x (7 of 7),
-  LiteRT 1.48x, onnxruntime 1.28x; full range sparse TorchScript 1.62x (7 of 7, with its last FPN stage float,
-  `597ede5`; all-int8 it was 1.64x but lost 0.106 AP easy), LiteRT 1.03x, onnxruntime 0.66x; back TorchScript
-  1.26x (last 8 blocks float, `597ede5`; 1.38x all-int8, which finds 795 faces against 281), LiteRT 1.19x,
-  onnxruntime 0.83x. So every model but back has a runtime at >= 1.5x for one image (back's best: 1.26x).
-  Batches of 16: TorchScript 1.28x / 1.99x / 2.74x / 3.22x (short / full / sparse / back), onnxruntime 1.77x /
-  1.65x / 0.63x / 0.99x. TorchScript accuracy: `torchscript_int8_accuracy.py` (RESULTS.md, *Export and int8*).
+  shrank to 0.9-1.2x against it. They are withdrawn; `export_int8.py` now times the TorchScript pair too.
+- **One image on 1 thread, Zen 4, the other runtimes**: short range onnxruntime 1.56x (7 of 7 rounds >= 1.5),
+  LiteRT 1.50x (1 of 7); full range LiteRT 1.46x, onnxruntime 1.28x; full range sparse LiteRT 0.99x, onnxruntime
+  0.65x; back LiteRT 1.18x, onnxruntime 0.83x. Batches of 16, onnxruntime: 1.78x / 1.66x / 0.62x / 0.98x (short /
+  full / sparse / back). TorchScript accuracy: `torchscript_int8_accuracy.py` (README, *Export*).
 - On the faster EPYC (2026-12-04): LiteRT short range 1.45-1.56x, **onnxruntime 1.28-1.38x**. Its float kernels
   gained more from that CPU than MLAS's int8 ones (float 0.79-0.84 ms against 1.62, int8 0.59-0.61 against 1.01).
 - Full range in onnxruntime: 1.65x at batch 16 but 1.28x for one image: its int8 3x3 depthwise convolutions take
@@ -121,9 +126,11 @@ an Intel Xeon with AMX.
   at 96x96 take 257 us in int8 against 83 in float, the 32-channel ones 345 against 183), which cancels most of
   what the 1x1 convolutions gain (1223 against 2335 us).
 - back and full range sparse keep float tails in ONNX and TFLite (ONNX 45 / 16 nodes, TFLite 20 / 12 ops) for
-  accuracy: in onnxruntime their int8 is slower than float for one image. PyTorch's int8 has none. back in
-  PyTorch: its 24-channel 128x128 layers dominate, where int8 depthwise convolutions are no faster than float
-  (178 against 146 us each, channels-last) and only the 1x1 ones gain (128 against 295).
+  accuracy: in onnxruntime their int8 is slower than float for one image. In PyTorch (8 blocks / the last FPN
+  stage) back's 24-channel 128x128 layers dominate, where int8 depthwise convolutions are no faster than float
+  (185 against 143 us each, channels-last) and only the 1x1 ones gain (130 against 292); with 4 float blocks
+  instead of 8, back int8 took 5.55 against 5.86 ms but matched 130 of float's 281 wider_val_dev faces at IoU >= 0.9
+  against 169.
 - `heads_as_matmul` (short range's 1x1 heads as channels-last MatMul, the A/B table): int8 0.504 against 0.512 ms
   for one image (1.6%), 8.03 against 8.41 ms for 16 (4.5%).
 - Why onnxruntime's int8 is slow for one image: MLAS's int8 depthwise and stem kernels read an indirection buffer of

@@ -455,7 +455,7 @@ def quantize_onnx(float_path: str | Path, out_path: str | Path, images: torch.Te
 
 
 # ------------------------------------------------------------------------------------------------
-# PyTorch's own int8 (FX graph mode, x86/fbgemm kernels)
+# PyTorch's own int8 (FX graph mode, oneDNN kernels)
 # ------------------------------------------------------------------------------------------------
 def enlarged_stride2_kernels(net: nn.Module) -> int:
     """Rewrite, in place, every ``ZeroPad2d((b, b+1, b, b+1))`` + stride-2 depthwise convolution of ``net`` as one

@@ -238,7 +238,7 @@ class TorchScriptBackend(FileBackend):
             raise ModelFileError(f"{path}: TorchScript file without blazeface metadata (not exported by blazeface)")
         # int8 files name the quantized engine their kernels need (files written before 2026-12-06: none). Loading
         # packs the int8 weights for the engine then current, so the file is loaded again under its own: oneDNN's
-        # fused kernels on weights packed for "x86" took 2.3x as long (full range, 8.3 against 3.6 ms)
+        # fused kernels on weights packed for "x86" took 2.3x as long (full range, 8.3 against 3.5 ms)
         self.engine: str | None = (self.metadata.get("quantization") or {}).get("engine")
         if self.engine is not None and self.engine != torch.backends.quantized.engine:
             self.module, _ = self._load(path, self.engine)
