@@ -7,7 +7,8 @@ One command (from the project root, with the ``onnx`` and ``tflite-export`` extr
 
 What it does, per model:
 1. exports float and int8 files (ONNX QDQ for ONNX Runtime; TFLite through litert-torch, when installed;
-   TorchScript: float channels-last and frozen, int8 PyTorch's FX int8) into a temporary folder, int8 calibrated on the bundled ``examples/`` (augmented);
+   TorchScript: float channels-last and frozen, int8 PyTorch's FX int8) into a temporary folder, int8 calibrated
+   on the bundled ``examples/`` (augmented);
 2. speed: float and int8 in the same runtime, 1 and 2 threads, batch 1 and 64, runs interleaved,
    the median of ``--repeats`` timings each; the ratio float/int8 is reported (2 shared cores: noisy);
 3. weight bytes of the int8 ONNX file (all initializers: int8 weights, int32 biases, scales, zero points)

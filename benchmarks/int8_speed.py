@@ -62,14 +62,13 @@ def export_pairs(model: str, tmp: Path, variants: dict[str, dict], runtimes: tup
     if "torchscript" in runtimes:
         files["torchscript"] = (export_model(model, "torchscript", tmp / "f.pt"),
                                 export_model(model, "torchscript", tmp / "q.pt", int8=True))
-    try:
-        import litert_torch  # noqa: F401
-
-        if "litert" in runtimes:
-            files["litert"] = (export_model(model, "tflite", tmp / "f.tflite"),
-                               export_model(model, "tflite", tmp / "q.tflite", int8=True))
-    except ImportError:
-        pass
+    if "litert" in runtimes:
+        try:
+            import litert_torch  # noqa: F401
+        except ImportError:
+            return files
+        files["litert"] = (export_model(model, "tflite", tmp / "f.tflite"),
+                           export_model(model, "tflite", tmp / "q.tflite", int8=True))
     return files
 
 
@@ -98,9 +97,10 @@ then). The tables of *Export and int8* above came from an Intel Xeon with AMX.
 - **TorchScript int8 at `484153c`** (PyTorch FX on oneDNN): each residual sum and its ReLU fused into the
   convolution before them (`quantized::conv2d_add_relu`; the separate int8 add took 112 us at 24x128x128);
   stride-2 depthwise convolutions as (k+1)x(k+1) zero-led kernels with symmetric padding (the same function; the
-  one-pixel shift of `72e825e` ran its pad in float between a dequantize and a quantize, 1.2 ms at 24x128x128,
-  where a 4x4 int8 depthwise convolution costs what a 3x3 one does); max pools in float (PyTorch's int8 2x2 max
-  pool: 390 against 200 us). And the loader packs the weights under the file's engine: packed under the default
+  one-pixel shift of `72e825e` ran its pad in float between a dequantize and a quantize: 0.2-0.3 ms at 24x128x128
+  with the convolution, 1.7-2.1 ms under glibc's default malloc, where a 4x4 int8 depthwise convolution costs what
+  a 3x3 one does, 0.09 ms); max pools in float (PyTorch's int8 2x2 max pool: 390-660 against 200-270 us);
+  `int8_torch_ops.py` times each op. And the loader packs the weights under the file's engine: packed under the default
   `x86` engine, the oneDNN kernels ran full range int8 in 8.3 instead of 3.5 ms. One image, 1 thread, all 7
   rounds >= 1.5: short range 1.61x, full range 1.74x, full range sparse 1.71x, back 1.54x (last 8 blocks float);
   before (`597ede5`): 1.43x, 1.55x, 1.62x, 1.26x. TorchScript's float is slower than onnxruntime's (short range

@@ -463,8 +463,9 @@ def enlarged_stride2_kernels(net: nn.Module) -> int:
 
     The same function, exact in float: output ``i`` reads inputs ``2i - b ... 2i - b + k - 1`` either way. With no
     pad in front, PyTorch's int8 depthwise kernel runs straight on the int8 input (the ``ZeroPad2d`` ran in float,
-    between a dequantize and a quantize: 1.2 ms at 24x128x128, the convolution itself 0.1 ms), and a 4×4 int8
-    depthwise convolution takes as long as a 3×3 one (91 against 96 us at 24x128x128). Other convolutions (the
+    between a dequantize and a quantize: 0.2-0.3 ms at 24x128x128 with the whole convolution, 1.7-2.1 ms with glibc's
+    default malloc, which faults the padded buffer in on every run), and a 4×4 int8 depthwise convolution takes as
+    long as a 3×3 one (91 against 97 us; ``benchmarks/int8_torch_ops.py``). Other convolutions (the
     3-channel stems) keep their pad: a 6×6 int8 stem took 1.8× the 5×5 one. Returns how many were rewritten.
     """
     count = 0
@@ -500,7 +501,8 @@ def cpu_has_vnni() -> bool:
 
 class _FloatMaxPool(nn.Module):
     """A max pool of a quantized tensor computed in float, requantized with the input's own scale (exact: a max
-    pool picks input values). PyTorch's int8 2×2 max pool took 390 us at 24x128x128, this 200."""
+    pool picks input values). PyTorch's int8 2×2 max pool took 390-660 us at 24x128x128, this 200-270
+    (``benchmarks/int8_torch_ops.py``)."""
 
     def __init__(self, pool: nn.Module) -> None:
         super().__init__()
@@ -528,10 +530,10 @@ def float_max_pools(model: Any) -> int:
     return count
 
 
-def int8_activation_reduce_range(reduce_range: bool | None = None) -> bool:
-    """Whether PyTorch int8 activations keep to 7 bits: ``reduce_range`` if given, else where this CPU lacks VNNI
-    (FBGEMM's AVX2 kernels, ``vpmaddubsw``, saturate int16 sums of two 8-bit products; VNNI does not)."""
-    return not cpu_has_vnni() if reduce_range is None else reduce_range
+def int8_activation_reduce_range() -> bool:
+    """Whether PyTorch int8 activations keep to 7 bits on this CPU: where it lacks VNNI (AVX2's int8 dot product,
+    ``vpmaddubsw``, saturates int16 sums of two 8-bit products; VNNI does not)."""
+    return not cpu_has_vnni()
 
 
 def fused_residual_backend_config() -> Any:
@@ -573,11 +575,10 @@ def quantize_torch_fx(net: nn.Module, images: torch.Tensor, reduce_range: bool =
 
     Activations are uint8 from a histogram observer; ``reduce_range`` keeps them to 7 bits
     (:func:`int8_activation_reduce_range` picks it for a CPU). 8 bits localize better: the worst clear seed face of
-    short range sits at IoU 0.93 against 0.85 with 7 (``benchmarks/RESULTS.md``).
+    short range sat at IoU 0.93 against 0.85 with 7 (``72e825e``, before the residual fusion; ``benchmarks/RESULTS.md``).
     Residual sums and their ReLU fuse into the convolution before them (:func:`fused_residual_backend_config`);
     stride-2 depthwise convolutions take an enlarged kernel instead of a pad (:func:`enlarged_stride2_kernels`);
-    zero pads (the stems') and 2×2 max pools run in float (PyTorch's int8 max pool took 390 us at 24x128x128,
-    dequantize + float pool + quantize 200). The head convolutions and their concatenation stay float.
+    zero pads (the stems') and 2×2 max pools run in float (:class:`_FloatMaxPool`). The head convolutions and their concatenation stay float.
     ``float_modules``: names of submodules (``"blocks.28"``, ``"fpn.2"``) that also stay float, a float tail for
     accuracy. Returns a ``GraphModule`` with quantized kernels (CPU only) that runs under the
     :data:`TORCH_INT8_ENGINE` quantized engine (``torch.backends.quantized.engine``).
