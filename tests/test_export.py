@@ -234,12 +234,15 @@ def test_int8_finds_the_same_faces_as_float(exported, model, kind):
     assert sum(len(a) for a in ref[:4]) == sum(len(b) for b in got[:4]) == 4  # one face per example photo
 
 
-def test_torchscript_int8_runs_fused_under_its_own_engine(exported):
-    """The FX int8 file names its quantized engine; the loader packs and runs it there and restores the engine the
-    caller had; residual sums are fused into the convolutions (one conv2d_add_relu per residual block)."""
+def test_torchscript_int8_runs_fused_under_its_own_engine(exported, monkeypatch):
+    """The FX int8 file names its quantized engine; the loader packs (loads it once) and runs it there and restores
+    the engine the caller had; residual sums are fused into the convolutions (one conv2d_add_relu per residual block)."""
     path = exported("short_range:torchscript_int8")
     before = torch.backends.quantized.engine
+    load, engines = torch.jit.load, []
+    monkeypatch.setattr(torch.jit, "load", lambda *a, **k: engines.append(torch.backends.quantized.engine) or load(*a, **k))
     backend = load_backend(path)
+    assert engines == ["onednn"]
     assert backend.metadata["quantization"]["engine"] == backend.engine == "onednn"
     assert torch.backends.quantized.engine == before
     code = backend.module.code
@@ -689,3 +692,22 @@ def test_int8_tflite_keeps_a_float_tail_and_warns_without_it(model, tail, tmp_pa
         export_model(model, "onnx", tmp_path / "x.onnx", int8=True, tflite_float_tail=3)
     with pytest.raises(ValueError, match=">= 0"):
         export_model(model, "tflite", tmp_path / "x.tflite", int8=True, tflite_float_tail=-1)
+
+
+def test_int8_float_block_before_a_max_pool():
+    """A float block (``float_modules``) whose output feeds a stride-2 block's max pool: the pool reads a float tensor
+    and pools it as it is (it raised on ``q_scale`` before); the faces' logits and boxes stay close to float
+    (on the 4 examples at 128: 31 anchors with a float logit > 0, logits within 0.1, box offsets within 1.2 px)."""
+    from blazeface.export.quantize import _FloatMaxPool, calibration_images, quantize_torch_fx
+    from blazeface.inference.files import quantized_engine
+
+    images = calibration_images(None, 128, augment=False)
+    net = create_model("short_range").eval()
+    int8 = quantize_torch_fx(create_model("short_range").eval(), images, float_modules=("blocks.1",))
+    assert isinstance(int8.get_submodule("blocks.2.pool"), _FloatMaxPool)
+    with torch.no_grad(), quantized_engine("onednn"):
+        (f_reg, f_logits), (q_reg, q_logits) = net(images), int8(images)
+    faces = f_logits[..., 0] > 0
+    assert int(faces.sum()) >= 20
+    assert float((q_logits - f_logits)[..., 0][faces].abs().max()) < 0.3
+    assert float((q_reg - f_reg)[faces].abs().max()) < 2.5

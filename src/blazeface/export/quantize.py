@@ -502,19 +502,22 @@ def cpu_has_vnni() -> bool:
 class _FloatMaxPool(nn.Module):
     """A max pool of a quantized tensor computed in float, requantized with the input's own scale (exact: a max
     pool picks input values). PyTorch's int8 2×2 max pool took 390-660 us at 24x128x128, this 200-270
-    (``benchmarks/int8_torch_ops.py``)."""
+    (``benchmarks/int8_torch_ops.py``). A float input (a pool after a float block) is pooled as it is; the tensor
+    type is fixed per graph, so a trace keeps one branch."""
 
     def __init__(self, pool: nn.Module) -> None:
         super().__init__()
         self.pool = pool
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not x.is_quantized:
+            return self.pool(x)
         return torch.quantize_per_tensor(self.pool(x.dequantize()), x.q_scale(), x.q_zero_point(), x.dtype)
 
 
 def float_max_pools(model: Any) -> int:
-    """Wrap, in place, every max pool of a converted FX int8 ``GraphModule`` that reads a quantized tensor in
-    :class:`_FloatMaxPool`. (FX runs a max pool whose qconfig is ``None`` on a quantized input as it is, in
+    """Wrap, in place, every max pool of a converted FX int8 ``GraphModule`` that may read a quantized tensor
+    (any but a ``dequantize``'s output) in :class:`_FloatMaxPool`. (FX runs a max pool whose qconfig is ``None`` on a quantized input as it is, in
     int8, when nothing float sits between it and the next quantized op.) Returns how many were wrapped."""
     count = 0
     for node in model.graph.nodes:
