@@ -1,12 +1,14 @@
 """PyTorch FX int8 (the TorchScript int8 file) against float PyTorch: same faces, AP, weights (issue 6).
 
-    python benchmarks/torchscript_int8_accuracy.py [--models short_range full_range ...] [--json FILE]
+    python benchmarks/torchscript_int8_accuracy.py [--models short_range full_range ...] [--json FILE] [--reduce-range]
 
 Per model: exports ``blazeface export MODEL --format torchscript --int8`` (post-training, the bundled examples
 with augmentations), then on the example photos, the seed images and wider_val_dev counts the faces float finds,
 the int8 file's faces, the pairs matched at IoU >= 0.9 and the worst pair (``export_int8.match``), and on
 wider_val_dev AP easy / medium / hard at min score 0.1 for both. Speed: ``int8_speed.py`` (its ``torchscript``
-rows time the same files).
+rows time the same files). ``--reduce-range``: 7-bit activations, the choice
+``quantize.int8_activation_reduce_range`` makes on a CPU without VNNI, measured here on any CPU (the arithmetic is
+the same; only the speed depends on the CPU).
 """
 
 from __future__ import annotations
@@ -52,10 +54,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", nargs="+", default=["short_range", "full_range", "full_range_sparse", "back"])
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--reduce-range", action="store_true", help="7-bit activations (a CPU without VNNI)")
     args = ap.parse_args()
+    if args.reduce_range:
+        import blazeface.export.quantize as quantize
+
+        quantize.int8_activation_reduce_range = lambda: True  # export_model looks it up when it runs
     results = {"date": datetime.date.today().isoformat(), "machine": bench.machine(),
                "commit": subprocess.run(["git", "describe", "--always", "--dirty"], cwd=bench.ROOT,
-                                        capture_output=True, text=True).stdout.strip(), "models": []}
+                                        capture_output=True, text=True).stdout.strip(),
+               "reduce_range": args.reduce_range, "models": []}
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models:
             results["models"].append(evaluate(model, Path(tmp)))

@@ -711,3 +711,38 @@ def test_int8_float_block_before_a_max_pool():
     assert int(faces.sum()) >= 20
     assert float((q_logits - f_logits)[..., 0][faces].abs().max()) < 0.3
     assert float((q_reg - f_reg)[faces].abs().max()) < 2.5
+
+
+def test_int8_input_quantized_exactly_on_the_pixel_grid():
+    """``exact_pixel_input``: letterboxed inputs (``p / 127.5 - 1``, uint8 ``p``) quantize to ``q = p`` and the int8
+    stem gives the float convolution of the unrounded input (the int8 weights, the original bias) to within its
+    output rounding, half a step, inside the padded border (≤ 1.1 steps on it); the calibrated input quantize
+    (scale 0.007839, zero point 128) was up to 1.8 steps off."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from blazeface.export.quantize import PIXEL_STEP, calibration_images, exact_pixel_input, quantize_torch_fx
+    from blazeface.inference.files import quantized_engine
+
+    images = calibration_images(None, 128, augment=False)
+    pixels = images * 127.5 + 127.5
+    assert float((pixels - pixels.round()).abs().max()) < 1e-3  # letterboxing gives uint8 values
+    with quantized_engine("onednn"), torch.no_grad():
+        calibrated = quantize_torch_fx(create_model("short_range").eval(), images, pixel_input=False)
+        exact = copy.deepcopy(calibrated)
+        assert exact_pixel_input(exact)
+        stem = calibrated.get_submodule("stem.1")
+        padded = F.pad(images, (1, 2, 1, 2))
+        expected = F.relu(F.conv2d(padded, stem.weight().dequantize(), stem.bias(), stride=2))
+        worst = {}
+        for name, model, shift in (("calibrated", calibrated, 0.0), ("exact", exact, PIXEL_STEP / 2)):
+            q = torch.quantize_per_tensor(padded + shift, float(model.stem_1_input_scale_0),
+                                          int(model.stem_1_input_zero_point_0), torch.quint8)
+            if name == "exact":
+                assert torch.equal(q.int_repr()[..., 1:-2, 1:-2].float(), pixels.round())
+            out = model.get_submodule("stem.1")(q)
+            steps = (out.dequantize() - expected.clamp(max=255 * out.q_scale())).abs() / out.q_scale()
+            worst[name] = (float(steps[..., 1:-1, 1:-1].max()), float(steps.max()))
+    assert worst["exact"][0] <= 0.5 + 1e-3 and worst["exact"][1] <= 1.1
+    assert worst["calibrated"][0] > 1.0

@@ -1,0 +1,149 @@
+"""Which layers cost PyTorch int8 its accuracy: one block at a time kept float (issue 6).
+
+    python benchmarks/int8_torch_sensitivity.py --model short_range [--json FILE] [--modules stem blocks.0 ...]
+
+For the model's TorchScript int8 (``quantize_torch_fx``, calibrated on the bundled examples with augmentations, its
+shipped ``int8_torch_float_modules`` float), and then for each top-level stem / block / FPN module also kept float
+(``float_modules``), the raw network's error against float on ``../shared/data/wider_val_dev`` (whole images
+letterboxed): logits at anchors near faces (float logit > -2), mean and standard deviation, and the regressors'
+mean absolute error in input pixels weighted by the float score; and the traced module's time for one image (1
+thread, median of interleaved runs against the shipped int8, under steady glibc malloc as ``int8_speed.py``).
+Two floors without any int8 layer: float on inputs rounded to the calibrated int8 input grid (the first quantize's
+scale and zero point without ``exact_pixel_input``), and float on inputs with uniform noise of the same step (±half a
+level, independent per value); and the shipped int8 with the calibrated input quantize (``pixel_input=False``). The
+block rows all quantize the input exactly (``pixel_input=True``, shipped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import export_int8 as bench  # noqa: E402
+from int8_speed import STEADY_MALLOC  # noqa: E402
+
+from blazeface import create_model, get_config  # noqa: E402
+from blazeface.export.quantize import TORCH_INT8_ENGINE, calibration_images, quantize_torch_fx  # noqa: E402
+from blazeface.inference.files import quantized_engine  # noqa: E402
+
+
+def outputs(net: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.no_grad(), quantized_engine(TORCH_INT8_ENGINE):
+        parts = [net(images[i:i + 16]) for i in range(0, len(images), 16)]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+class Errors:
+    """int8 - float on fixed inputs: logits near faces and score-weighted regressor pixels."""
+
+    def __init__(self, reference: tuple[torch.Tensor, torch.Tensor]) -> None:
+        self.reg, self.logits = reference
+        self.near = self.logits > -2
+        self.weight = torch.sigmoid(self.logits[..., 0])
+
+    def __call__(self, got: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
+        d = (got[1] - self.logits)[self.near]
+        reg = ((got[0] - self.reg).abs().mean(-1) * self.weight).sum() / self.weight.sum()
+        return {"logit_error_mean": round(float(d.mean()), 4), "logit_error_std": round(float(d.std()), 4),
+                "regressor_error_px": round(float(reg), 4)}
+
+
+def traced(net: torch.nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
+    with torch.no_grad(), quantized_engine(TORCH_INT8_ENGINE), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.jit.freeze(torch.jit.trace(net.eval(), example, check_trace=False))
+
+
+def paired_ms(a: torch.jit.ScriptModule, b: torch.jit.ScriptModule, x: torch.Tensor, rounds: int = 5,
+              repeats: int = 40) -> tuple[float, float]:
+    """Median ms of ``a`` and ``b`` on ``x``, runs interleaved by round."""
+    times: dict[int, list[float]] = {0: [], 1: []}
+    with torch.no_grad(), quantized_engine(TORCH_INT8_ENGINE):
+        for _ in range(rounds):
+            for k, net in enumerate((a, b)):
+                for _ in range(5):
+                    net(x)
+                runs = []
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    net(x)
+                    runs.append(time.perf_counter() - t0)
+                times[k].append(statistics.median(runs) * 1e3)
+    return round(statistics.median(times[0]), 3), round(statistics.median(times[1]), 3)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="short_range")
+    ap.add_argument("--modules", nargs="*", help="only these (default: every top-level stem, block and FPN module)")
+    ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--default-malloc", action="store_true", help="time under glibc's default malloc settings")
+    args = ap.parse_args()
+    if not args.default_malloc and any(os.environ.get(k) != v for k, v in STEADY_MALLOC.items()):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **STEADY_MALLOC})
+    torch.set_num_threads(1)
+    config = get_config(args.model)
+    size = config.input_size
+    calibration = calibration_images(None, size)
+    wider = calibration_images(bench.SHARED / "wider_val_dev" / "images", size, augment=False)
+    reference = create_model(args.model).eval()
+    errors = Errors(outputs(reference, wider))
+    shipped = tuple(config.int8_torch_float_modules)
+
+    base = quantize_torch_fx(create_model(args.model).eval(), calibration, float_modules=shipped)
+    calibrated = quantize_torch_fx(create_model(args.model).eval(), calibration, float_modules=shipped, pixel_input=False)
+    scale, zero = (float(calibrated.get_buffer(_input_qparams(calibrated)[0])),
+                   int(calibrated.get_buffer(_input_qparams(calibrated)[1])))
+    grid = torch.fake_quantize_per_tensor_affine(wider, scale, zero, 0, 255)
+    noise = wider + (torch.rand(wider.shape, generator=torch.Generator().manual_seed(0)) - 0.5) * scale
+    rows: list[dict] = [
+        {"float": "everything", "input": f"rounded to the int8 input grid (scale {scale:.6f}, zero point {zero})",
+         **errors(outputs(reference, grid))},
+        {"float": "everything", "input": "uniform noise of one int8 input step", **errors(outputs(reference, noise))}]
+    example = calibration[:1].contiguous()
+    base_traced = traced(base, example)
+    rows.append({"float": list(shipped), "input": "calibrated quantize (pixel_input=False)",
+                 **errors(outputs(calibrated, wider))})
+    rows.append({"float": list(shipped), "input": "exact pixel grid (shipped: pixel_input=True)", **errors(outputs(base, wider))})
+    print(json.dumps(rows, indent=1), flush=True)
+    names = args.modules or [n for n, _ in reference.named_modules()
+                             if n == "stem" or (n.count(".") == 1 and n.startswith(("blocks.", "fpn.")))]
+    for name in names:
+        if name in shipped:
+            continue
+        net = quantize_torch_fx(create_model(args.model).eval(), calibration, float_modules=shipped + (name,))
+        ms, base_ms = paired_ms(traced(net, example), base_traced, example)
+        rows.append({"float": [*shipped, name], "also_float": name, **errors(outputs(net, wider)),
+                     "ms": ms, "shipped_int8_ms": base_ms})
+        print(json.dumps(rows[-1]), flush=True)
+    result = {"date": datetime.date.today().isoformat(), "machine": bench.machine(), "model": args.model,
+              "commit": subprocess.run(["git", "describe", "--always", "--dirty"], cwd=bench.ROOT,
+                                       capture_output=True, text=True).stdout.strip(),
+              "torch": torch.__version__, "wider_images": len(wider), "calibration_images": len(calibration),
+              "rows": rows}
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+
+
+def _input_qparams(model: torch.fx.GraphModule) -> tuple[str, str]:
+    """The buffer names of the first ``quantize_per_tensor``'s scale and zero point (the network input's)."""
+    for node in model.graph.nodes:
+        if node.op == "call_function" and node.target is torch.quantize_per_tensor:
+            return node.args[1].target, node.args[2].target
+    raise ValueError("no quantize_per_tensor in the int8 graph")
+
+
+if __name__ == "__main__":
+    main()
