@@ -105,6 +105,13 @@ then). The tables of *Export and int8* above came from an Intel Xeon with AMX.
   rounds >= 1.5: short range 1.61x, full range 1.74x, full range sparse 1.71x, back 1.54x (last 8 blocks float);
   before (`597ede5`): 1.43x, 1.55x, 1.62x, 1.26x. TorchScript's float is slower than onnxruntime's (short range
   2.6 against 1.5 ms): PyTorch int8 beats PyTorch float, not onnxruntime float.
+- **The same machine, later on 2026-12-06 (`31b650b`, `_torchscript_epyc_zen4.json`), TorchScript only**: every
+  time 1.2-1.5x slower than at `484153c` (short range float 3.8 against 2.6 ms), and the one-image ratios lower:
+  short range **1.43x (0 of 7 rounds >= 1.5)**, full range 1.68x, full range sparse 1.64x, back 1.51x (4 of 7); at
+  batch 16 1.69x / 1.89x / 1.92x / 2.34x. Not the code: the code of `2411aa6` (before `exact_pixel_input`), run
+  alternately with `31b650b` in that state, gave short range 1.46x and 1.48x against 1.45x and 1.44x (the
+  `_2411aa6_` / `_31b650b_` files are the second pair). Short range's one-image >= 1.5 holds on a quiet machine,
+  not in every state of a shared one; exact pixel input costs one float add on the input (8 us at 128, 30 at 256).
 - **malloc.** With glibc's defaults, float TorchScript was bimodal per process (back, 1 thread: 8.8 or 15.7 ms;
   full range 6.6 or 10), int8 stable: glibc hands large freed blocks back to the kernel and every run faults them
   in again, and float's activations are 4x int8's. The script re-runs itself with `STEADY_MALLOC` (both files run
