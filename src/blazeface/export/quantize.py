@@ -518,8 +518,9 @@ class _FloatMaxPool(nn.Module):
 
 def float_max_pools(model: Any) -> int:
     """Wrap, in place, every max pool of a converted FX int8 ``GraphModule`` that may read a quantized tensor
-    (any but a ``dequantize``'s output) in :class:`_FloatMaxPool`. (FX runs a max pool whose qconfig is ``None`` on a quantized input as it is, in
-    int8, when nothing float sits between it and the next quantized op.) Returns how many were wrapped."""
+    (any but a ``dequantize``'s output) in :class:`_FloatMaxPool`. (FX runs a max pool whose qconfig is ``None``
+    on a quantized input as it is, in int8, when nothing float sits between it and the next quantized op.)
+    Returns how many were wrapped."""
     count = 0
     for node in model.graph.nodes:
         if node.op != "call_module" or not isinstance(model.get_submodule(node.target), nn.MaxPool2d):
@@ -542,11 +543,11 @@ def exact_pixel_input(model: Any) -> bool:
 
     The input, ``x = p / 127.5 - 1`` for uint8 pixels ``p`` (what letterboxing gives), sits half a step off any
     uint8 grid with an integer zero point: the calibrated one (scale 0.007839, zero point 128 for short range) moved
-    the pixels of wider_val_dev by 0.46 grey levels on average, -0.18 on the mean, which alone cost 0.13 px of box
-    error (``benchmarks/int8_torch_sensitivity.py``). Here the input is shifted by half a step before it is
-    quantized with scale ``1 / 127.5`` and zero point 127 (then ``q = p`` exactly) and the first convolution's bias
-    takes ``-shift * sum(weights)``: the same function in float. Only zero padding differs: a padded tap reads
-    the shifted zero, one half step, as 0 (the convolution's outer rows and columns). Inputs off the pixel grid
+    the pixels of wider_val_dev by 0.46 grey levels on average, -0.18 on the mean, which alone cost short range's
+    float network 0.13 px of box error (``benchmarks/int8_torch_sensitivity.py``). Here the input is shifted by
+    half a step before it is quantized with scale ``1 / 127.5`` and zero point 127 (then ``q = p`` exactly) and
+    the first convolution's bias takes ``-shift * sum(weights)``: the same function in float. Only zero padding
+    differs: a padded tap reads the shifted zero, one half step, as 0 (the convolution's outer rows and columns). Inputs off the pixel grid
     are quantized as before, to the nearest step. Returns False, changing nothing, unless the input goes through
     zero pads only to one quantize and one quantized convolution.
     """
@@ -622,10 +623,14 @@ def quantize_torch_fx(net: nn.Module, images: torch.Tensor, reduce_range: bool =
 
     Activations are uint8 from a histogram observer; ``reduce_range`` keeps them to 7 bits
     (:func:`int8_activation_reduce_range` picks it for a CPU). 8 bits localize better: the worst clear seed face of
-    short range sat at IoU 0.93 against 0.85 with 7 (``72e825e``, before the residual fusion; ``benchmarks/RESULTS.md``).
+    short range sat at IoU 0.93 against 0.85 with 7 (``72e825e``, before the residual fusion;
+    ``benchmarks/RESULTS.md``); on wider_val_dev, before :func:`exact_pixel_input`, 7 bits matched 43 / 113 / 71 /
+    156 faces at IoU 0.9 against 8 bits' 48 / 126 / 103 / 169 (short range, full range, sparse, back;
+    ``benchmarks/torchscript_int8_accuracy.py [--reduce-range]``).
     Residual sums and their ReLU fuse into the convolution before them (:func:`fused_residual_backend_config`);
     stride-2 depthwise convolutions take an enlarged kernel instead of a pad (:func:`enlarged_stride2_kernels`);
-    zero pads (the stems') and 2×2 max pools run in float (:class:`_FloatMaxPool`). The head convolutions and their concatenation stay float.
+    zero pads (the stems') and 2×2 max pools run in float (:class:`_FloatMaxPool`). The head convolutions and
+    their concatenation stay float.
     ``float_modules``: names of submodules (``"blocks.28"``, ``"fpn.2"``) that also stay float, a float tail for
     accuracy. ``pixel_input``: inputs are ``p / 127.5 - 1`` for uint8 pixels ``p``, quantized exactly
     (:func:`exact_pixel_input`). Returns a ``GraphModule`` with quantized kernels (CPU only) that runs under the
