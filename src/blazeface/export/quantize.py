@@ -547,9 +547,9 @@ def exact_pixel_input(model: Any) -> bool:
     float network 0.13 px of box error (``benchmarks/int8_torch_sensitivity.py``). Here the input is shifted by
     half a step before it is quantized with scale ``1 / 127.5`` and zero point 127 (then ``q = p`` exactly) and
     the first convolution's bias takes ``-shift * sum(weights)``: the same function in float. Only zero padding
-    differs: a padded tap reads the shifted zero, one half step, as 0 (the convolution's outer rows and columns). Inputs off the pixel grid
-    are quantized as before, to the nearest step. Returns False, changing nothing, unless the input goes through
-    zero pads only to one quantize and one quantized convolution.
+    differs: a padded tap reads the shifted zero, one half step, as 0 (the convolution's outer rows and columns).
+    Inputs off the pixel grid are quantized as before, to the nearest step. Returns False, changing nothing,
+    unless the input goes through zero pads only to one quantize and one quantized convolution.
     """
     quantize = next((n for n in model.graph.nodes if n.op == "call_function" and n.target is torch.quantize_per_tensor),
                     None)
