@@ -274,19 +274,22 @@ class WiderValDevCheck:
         return rows
 
 
-def raw_logit_errors(path: Path, images: torch.Tensor, f_reg: np.ndarray, f_log: np.ndarray) -> dict:
-    """int8 - float of the raw network on ``images``, against the float outputs ``f_reg``, ``f_log``: logits at
-    anchors near faces (float logit > -2) and the regressors' mean absolute error in input pixels, weighted by
-    the float score."""
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    q_reg, q_log = sess.run(None, {"input": images.numpy()})
+def raw_errors(q_reg: np.ndarray, q_log: np.ndarray, f_reg: np.ndarray, f_log: np.ndarray) -> dict:
+    """int8 - float of the raw network's outputs: logits at anchors near faces (float logit > -2) and the
+    regressors' mean absolute error in input pixels, weighted by the float score."""
     d = (q_log - f_log)[f_log > -2]
     w = 1 / (1 + np.exp(-f_log[..., 0].clip(-50, 50)))
     reg = float((np.abs(q_reg - f_reg).mean(-1) * w).sum() / w.sum())
     return {"anchors": int(d.size), "logit_error_mean": round(float(d.mean()), 4), "logit_error_std": round(float(d.std()), 4),
             "logit_error_abs": round(float(np.abs(d).mean()), 4), "regressor_error_px": round(reg, 4)}
+
+
+def raw_logit_errors(path: Path, images: torch.Tensor, f_reg: np.ndarray, f_log: np.ndarray) -> dict:
+    """:func:`raw_errors` of the ONNX file ``path`` on ``images``, against the float outputs ``f_reg``, ``f_log``."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return raw_errors(*sess.run(None, {"input": images.numpy()}), f_reg, f_log)
 
 
 def noise_floor(det: FaceDetector, files: list[Path], ref: list, seeds: int = 3) -> list[dict]:

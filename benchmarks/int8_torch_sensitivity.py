@@ -5,7 +5,7 @@
 For the model's TorchScript int8 (``quantize_torch_fx``, calibrated on the bundled examples with augmentations, its
 shipped ``int8_torch_float_modules`` float), and then for each top-level stem / block / FPN module also kept float
 (``float_modules``), the raw network's error against float on ``../shared/data/wider_val_dev`` (whole images
-letterboxed): logits at anchors near faces (float logit > -2), mean and standard deviation, and the regressors'
+letterboxed): logits at anchors near faces (float logit > -2), mean, standard deviation and mean absolute value, and the regressors'
 mean absolute error in input pixels weighted by the float score; and the traced module's time for one image (1
 thread, median of interleaved runs against the shipped int8, under steady glibc malloc as ``int8_speed.py``).
 Two floors without any int8 layer: float on inputs rounded to the calibrated int8 input grid (the first quantize's
@@ -23,7 +23,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -45,21 +44,6 @@ def outputs(net: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, t
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
-class Errors:
-    """int8 - float on fixed inputs: logits near faces and score-weighted regressor pixels."""
-
-    def __init__(self, reference: tuple[torch.Tensor, torch.Tensor]) -> None:
-        self.reg, self.logits = reference
-        self.near = self.logits > -2
-        self.weight = torch.sigmoid(self.logits[..., 0])
-
-    def __call__(self, got: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
-        d = (got[1] - self.logits)[self.near]
-        reg = ((got[0] - self.reg).abs().mean(-1) * self.weight).sum() / self.weight.sum()
-        return {"logit_error_mean": round(float(d.mean()), 4), "logit_error_std": round(float(d.std()), 4),
-                "regressor_error_px": round(float(reg), 4)}
-
-
 def traced(net: torch.nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
     with torch.no_grad(), quantized_engine(TORCH_INT8_ENGINE), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -68,20 +52,12 @@ def traced(net: torch.nn.Module, example: torch.Tensor) -> torch.jit.ScriptModul
 
 def paired_ms(a: torch.jit.ScriptModule, b: torch.jit.ScriptModule, x: torch.Tensor, rounds: int = 5,
               repeats: int = 40) -> tuple[float, float]:
-    """Median ms of ``a`` and ``b`` on ``x``, runs interleaved by round."""
-    times: dict[int, list[float]] = {0: [], 1: []}
+    """Median ms over ``rounds`` of ``a`` and ``b`` on ``x``, each round ``export_int8.interleaved_ms``."""
+    times: list[dict[str, float]] = []
     with torch.no_grad(), quantized_engine(TORCH_INT8_ENGINE):
         for _ in range(rounds):
-            for k, net in enumerate((a, b)):
-                for _ in range(5):
-                    net(x)
-                runs = []
-                for _ in range(repeats):
-                    t0 = time.perf_counter()
-                    net(x)
-                    runs.append(time.perf_counter() - t0)
-                times[k].append(statistics.median(runs) * 1e3)
-    return round(statistics.median(times[0]), 3), round(statistics.median(times[1]), 3)
+            times.append(bench.interleaved_ms({"a": lambda: a(x), "b": lambda: b(x)}, repeats))
+    return tuple(round(statistics.median(t[k] for t in times), 3) for k in ("a", "b"))  # type: ignore[return-value]
 
 
 def main() -> None:
@@ -99,7 +75,11 @@ def main() -> None:
     calibration = calibration_images(None, size)
     wider = calibration_images(bench.SHARED / "wider_val_dev" / "images", size, augment=False)
     reference = create_model(args.model).eval()
-    errors = Errors(outputs(reference, wider))
+    f_reg, f_log = (t.numpy() for t in outputs(reference, wider))
+
+    def errors(got: tuple[torch.Tensor, torch.Tensor]) -> dict:
+        return bench.raw_errors(got[0].numpy(), got[1].numpy(), f_reg, f_log)
+
     shipped = tuple(config.int8_torch_float_modules)
 
     base = quantize_torch_fx(create_model(args.model).eval(), calibration, float_modules=shipped)

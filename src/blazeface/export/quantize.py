@@ -591,8 +591,6 @@ def fused_residual_backend_config() -> Any:
     ``F.relu``. Fused, the sum is taken on the convolution's int32 accumulator (no separate int8 add, no
     requantization of the convolution output); the fused kernel runs only under the ``onednn`` quantized engine.
     """
-    import operator
-
     import torch.ao.nn.intrinsic as nni
     import torch.nn.functional as F
     from torch.ao.quantization.backend_config import BackendPatternConfig, get_onednn_backend_config

@@ -233,19 +233,20 @@ class TorchScriptBackend(FileBackend):
 
     def __init__(self, path: Path, num_threads: int | None = None) -> None:
         # int8 files name the quantized engine their kernels need (files written before 2026-12-06: none). Loading
-        # packs the int8 weights for the engine then current, so the file is loaded under its own, read from the
-        # archive first: oneDNN's fused kernels on weights packed for "x86" took 2.3x as long (full range, 8.3
-        # against 3.5 ms)
-        self.engine: str | None = ((self._peek_metadata(path) or {}).get("quantization") or {}).get("engine")
-        self.module, metadata = self._load(path, self.engine)
+        # packs the int8 weights for the engine then current, so the metadata is read from the archive first and
+        # the file loaded under its engine: oneDNN's fused kernels on weights packed for "x86" took 2.3x as long
+        # (full range, 8.3 against 3.5 ms)
+        metadata = self._read_metadata(path)
+        self.engine: str | None = ((metadata or {}).get("quantization") or {}).get("engine")
+        self.module = self._load(path, self.engine)
         super().__init__(path, metadata)
         if not self.metadata:
             raise ModelFileError(f"{path}: TorchScript file without blazeface metadata (not exported by blazeface)")
 
     @staticmethod
-    def _peek_metadata(path: Path) -> dict[str, Any] | None:
-        """The metadata stored in a TorchScript archive (a zip; ``<archive>/extra/<key>.json``), or None where the
-        file is not one (``torch.jit.load`` then reports the error)."""
+    def _read_metadata(path: Path) -> dict[str, Any] | None:
+        """The metadata ``torch.jit.save`` stored in a TorchScript archive (a zip; ``<archive>/extra/<key>.json``),
+        or None where the file has none or is not a zip (:meth:`_load` then reports the error)."""
         import zipfile
 
         try:
@@ -256,18 +257,16 @@ class TorchScriptBackend(FileBackend):
             return None
 
     @staticmethod
-    def _load(path: Path, engine: str | None) -> tuple[Any, dict[str, Any] | None]:
+    def _load(path: Path, engine: str | None) -> Any:
         import warnings
 
-        extra = {f"{METADATA_KEY}.json": ""}
         try:
             with warnings.catch_warnings(), quantized_engine(engine):  # torch.jit is deprecated, still works
                 warnings.simplefilter("ignore", DeprecationWarning)
-                module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+                module = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:
             raise ModelFileError(f"{path} is not a readable TorchScript model (truncated or wrong format): {exc}") from exc
-        text = extra[f"{METADATA_KEY}.json"]
-        return module.eval(), (json.loads(text) if text else None)
+        return module.eval()
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with torch.inference_mode(), quantized_engine(self.engine):
