@@ -6,7 +6,11 @@
 depthwise convolution behind TF's asymmetric pad run in float between a dequantize and a quantize (the one-pixel
 shift of ``72e825e``) against the enlarged 4x4 kernel of ``enlarged_stride2_kernels`` and a plain 3x3 one; the
 int8 2x2 max pool against dequantize + float pool + quantize (``float_max_pools``); the int8 add + ReLU that
-``fused_residual_backend_config`` folds into the convolution; float depthwise and 1x1 convolutions for scale.
+``fused_residual_backend_config`` folds into the convolution; float depthwise and 1x1 convolutions for scale. For
+the int8 input and the stem, on a ``[1, 3, S, S]`` image as the network receives it (NCHW): the float add of
+``exact_pixel_input`` (half a pixel step), the 3-channel 5x5 stride-2 stem convolution in float against int8
+(quantize + int8 convolution, what a float stem saves and costs), and an int8 3x3 depthwise convolution on an NCHW
+int8 tensor (a float stem's output) against a channels-last one.
 ``--steady-malloc`` re-runs it with ``int8_speed.STEADY_MALLOC`` (glibc keeps freed memory): with the defaults, ops
 that allocate a fresh large buffer (the float pad) pay page faults on every run.
 """
@@ -39,10 +43,14 @@ def median_us(fn: Callable[[], object], repeats: int) -> float:
     return round(statistics.median(times) * 1e6, 1)
 
 
-def int8_depthwise(channels: int, kernel: int, padding: int) -> nnq.Conv2d:
-    conv = nnq.Conv2d(channels, channels, kernel, stride=2, padding=padding, groups=channels)
-    weight = torch.quantize_per_channel(torch.randn(channels, 1, kernel, kernel), torch.full((channels,), 0.01),
-                                        torch.zeros(channels, dtype=torch.long), 0, torch.qint8)
+def int8_conv(in_channels: int, channels: int, kernel: int, padding: int, stride: int = 2,
+              groups: int | None = None) -> nnq.Conv2d:
+    """An int8 convolution with random weights (depthwise unless ``groups`` is given)."""
+    groups = channels if groups is None else groups
+    conv = nnq.Conv2d(in_channels, channels, kernel, stride=stride, padding=padding, groups=groups)
+    weight = torch.quantize_per_channel(torch.randn(channels, in_channels // groups, kernel, kernel),
+                                        torch.full((channels,), 0.01), torch.zeros(channels, dtype=torch.long), 0,
+                                        torch.qint8)
     conv.set_weight_bias(weight, torch.zeros(channels))
     conv.scale = 0.01
     return conv
@@ -64,7 +72,11 @@ def main() -> None:
     c, s, n = args.channels, args.size, args.repeats
     xf = torch.rand(1, c, s, s).contiguous(memory_format=torch.channels_last)
     xq = torch.quantize_per_tensor(xf, 0.01, 0, torch.quint8)
-    dw3, dw4 = int8_depthwise(c, 3, 1), int8_depthwise(c, 4, 1)
+    dw3, dw4, dw3_s1 = int8_conv(c, c, 3, 1), int8_conv(c, c, 4, 1), int8_conv(c, c, 3, 1, stride=1)
+    image = torch.rand(1, 3, s, s) * 2 - 1  # NCHW, as the network's input
+    float_stem = torch.nn.Conv2d(3, c, 5, stride=2, padding=2)
+    int8_stem = int8_conv(3, c, 5, 2, groups=1)
+    xq_nchw = torch.quantize_per_tensor(xf.contiguous(), 0.01, 0, torch.quint8)
     float_dw = torch.nn.Conv2d(c, c, 3, padding=1, groups=c).to(memory_format=torch.channels_last)
     float_pw = torch.nn.Conv2d(c, c, 1).to(memory_format=torch.channels_last)
     with torch.inference_mode():
@@ -78,6 +90,12 @@ def main() -> None:
                 F.max_pool2d(xq.dequantize(), 2, 2), 0.01, 0, torch.quint8), n),
             "int8_add_relu": median_us(lambda: torch.ops.quantized.add_relu(xq, xq, 0.01, 0), n),
             "float_dw3x3_s1": median_us(lambda: float_dw(xf), n),
+            "int8_dw3x3_s1": median_us(lambda: dw3_s1(xq), n),
+            "int8_dw3x3_s1_nchw_input": median_us(lambda: dw3_s1(xq_nchw), n),
+            "float_add_half_step_image": median_us(lambda: image + 1 / 255, n),
+            "float_stem5x5_s2_3ch": median_us(lambda: float_stem(image), n),
+            "quantize_int8_stem5x5_s2_3ch": median_us(lambda: int8_stem(torch.quantize_per_tensor(
+                image, 1 / 127.5, 127, torch.quint8)), n),
             "float_pw1x1": median_us(lambda: float_pw(xf), n),
         }
     print(json.dumps({"channels": c, "size": s, "threads": 1, "engine": "onednn",

@@ -1,6 +1,7 @@
 """PyTorch FX int8 (the TorchScript int8 file) against float PyTorch: same faces, AP, weights (issue 6).
 
     python benchmarks/torchscript_int8_accuracy.py [--models short_range full_range ...] [--json FILE] [--reduce-range]
+        [--qat-steps N]
 
 Per model: exports ``blazeface export MODEL --format torchscript --int8`` (post-training, the bundled examples
 with augmentations), then on the example photos, the seed images and wider_val_dev counts the faces float finds,
@@ -8,7 +9,9 @@ the int8 file's faces, the pairs matched at IoU >= 0.9 and the worst pair (``exp
 wider_val_dev AP easy / medium / hard at min score 0.1 for both. Speed: ``int8_speed.py`` (its ``torchscript``
 rows time the same files). ``--reduce-range``: 7-bit activations, the choice
 ``quantize.int8_activation_reduce_range`` makes on a CPU without VNNI, measured here on any CPU (the arithmetic is
-the same; only the speed depends on the CPU).
+the same; only the speed depends on the CPU). ``--qat-steps N``: the export first fine-tunes N steps under PyTorch's
+int8 rounding (``qat.qat_finetune_fx``; default: the model's ``int8_torch_qat_steps``, as ``blazeface export`` does;
+the steps run are in each model's ``quantization``).
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ from blazeface.export import export_model  # noqa: E402
 from blazeface.inference import load_backend  # noqa: E402
 
 
-def evaluate(model: str, tmp: Path) -> dict:
-    path = export_model(model, "torchscript", tmp / f"{model}_int8.pt", int8=True, qat_steps=0)
+def evaluate(model: str, tmp: Path, qat_steps: int | None = None) -> dict:
+    path = export_model(model, "torchscript", tmp / f"{model}_int8.pt", int8=True, qat_steps=qat_steps)
     sets = {"examples": bench.images_of(bench.ROOT / "examples"), "seed_images": bench.images_of(bench.SHARED / "seed_images"),
             "wider_val_dev": bench.images_of(bench.SHARED / "wider_val_dev" / "images")}
     ann = json.loads((bench.SHARED / "wider_val_dev" / "annotations.json").read_text())
@@ -55,6 +58,9 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["short_range", "full_range", "full_range_sparse", "back"])
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--reduce-range", action="store_true", help="7-bit activations (a CPU without VNNI)")
+    ap.add_argument("--qat-steps", type=int, default=None,
+                    help="quantization-aware fine-tuning steps under PyTorch's int8 rounding (default: the model's "
+                         "int8_torch_qat_steps, as the export; 0: post-training)")
     args = ap.parse_args()
     if args.reduce_range:
         import blazeface.export.quantize as quantize
@@ -63,10 +69,10 @@ def main() -> None:
     results = {"date": datetime.date.today().isoformat(), "machine": bench.machine(),
                "commit": subprocess.run(["git", "describe", "--always", "--dirty"], cwd=bench.ROOT,
                                         capture_output=True, text=True).stdout.strip(),
-               "reduce_range": args.reduce_range, "models": []}
+               "reduce_range": args.reduce_range, "qat_steps": args.qat_steps, "models": []}
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models:
-            results["models"].append(evaluate(model, Path(tmp)))
+            results["models"].append(evaluate(model, Path(tmp), args.qat_steps))
             print(json.dumps(results["models"][-1], indent=1), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")

@@ -33,9 +33,12 @@ _SUFFIX_FORMATS = {".onnx": "onnx", ".tflite": "tflite", ".pt": "torchscript", "
 
 
 def default_qat_steps(model: str, fmt: str | None, int8: bool) -> int:
-    """Steps of quantization-aware fine-tuning an export runs unless told: the model's ``int8_qat_steps``
-    for ONNX int8 (back: post-training int8 alone loses 0.024 AP easy on wider_val_dev), else 0."""
-    return get_config(model).int8_qat_steps if int8 and fmt == "onnx" else 0
+    """Steps of quantization-aware fine-tuning an export runs unless told: the model's ``int8_qat_steps`` for ONNX
+    int8, its ``int8_torch_qat_steps`` for TorchScript int8, else 0."""
+    if not int8:
+        return 0
+    config = get_config(model)
+    return {"onnx": config.int8_qat_steps, "torchscript": config.int8_torch_qat_steps}.get(fmt or "", 0)
 
 
 def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool = False,
@@ -57,10 +60,11 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
             has its channels zero-padded to multiples of this (default :data:`INT8_CHANNEL_BLOCK`; ``None``: the
             network as trained, with its channel ``Pad`` nodes, run in 8 bits), and ``stem_input_channels``
             (default :data:`INT8_STEM_INPUT_CHANNELS`: the RGB input plus a zero channel, in the graph).
-        qat_steps: int8 only: before quantizing, fine-tune the network this many steps under ONNX Runtime's int8
-            rounding, distilled from its float self on the calibration images
-            (:func:`~blazeface.export.qat.qat_finetune_onnx`; about 0.5 s a step on 2 CPU cores for short range).
-            ``None``: :func:`default_qat_steps` (the model's ``int8_qat_steps`` for ONNX int8, else 0).
+        qat_steps: int8 only: before quantizing, fine-tune the network this many steps under int8 rounding,
+            distilled from its float self on the calibration images: ONNX Runtime's for ONNX and TFLite
+            (:func:`~blazeface.export.qat.qat_finetune_onnx`; about 0.5 s a step on 2 CPU cores for short range),
+            PyTorch's own for TorchScript (:func:`~blazeface.export.qat.qat_finetune_fx`; about 0.3 s a step).
+            ``None``: :func:`default_qat_steps`.
         tflite_float_tail: TFLite int8 only: the arithmetic ops upstream of the heads that stay float
             (:func:`~blazeface.export.tflite_int8.float_tail_ops`); ``None``: the model's ``int8_tflite_float_tail``.
     """
@@ -106,10 +110,11 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
         quant = {"int8": True, "weights": "per-channel int8", "calibration": str(calibration or "examples/ (augmented)"),
                  "calibration_images": len(images), "equalized": True}
         if qat_steps:
+            quant["qat_steps"] = qat_steps
+        if qat_steps and fmt != "torchscript":  # torchscript: under PyTorch's own rounding, in quantize_torch_fx
             from .qat import qat_finetune_onnx
 
             net = qat_finetune_onnx(net, images, steps=qat_steps, float_tail=config.int8_float_tail)
-            quant["qat_steps"] = qat_steps
     output.parent.mkdir(parents=True, exist_ok=True)
 
     if fmt == "onnx":
@@ -163,8 +168,9 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
 
             assert images is not None and quant is not None
             reduce_range = int8_activation_reduce_range()
-            net = quantize_torch_fx(net if qat_steps else create_model(config.name, pretrained=weights is None, weights=weights),
-                                    images, reduce_range=reduce_range, float_modules=config.int8_torch_float_modules)
+            net = quantize_torch_fx(create_model(config.name, pretrained=weights is None, weights=weights), images,
+                                    reduce_range=reduce_range, float_modules=config.int8_torch_float_modules,
+                                    qat_steps=qat_steps)
             quant.update({"runtime": f"PyTorch FX int8 ({TORCH_INT8_ENGINE})", "engine": TORCH_INT8_ENGINE,
                           "head_convs": "float", "float_modules": list(config.int8_torch_float_modules),
                           "activations": f"uint8 per tensor, {7 if reduce_range else 8} bits (histogram observer)",
@@ -245,9 +251,11 @@ def add_export_parser(sub: Any) -> None:
     e.add_argument("--int8", action="store_true", help="post-training static int8, per-channel weights")
     e.add_argument("--calibration", metavar="DIR", help="folder of photos to calibrate int8 (default: examples/)")
     e.add_argument("--qat-steps", type=int, default=None, metavar="N",
-                   help="int8: first fine-tune N steps under int8 rounding, distilled from float (short range, 600 "
-                        "steps: about 4.5 min on 2 cores); default: the model's int8_qat_steps for ONNX (0 for every "
-                        "shipped model), else 0")
+                   help="int8: first fine-tune N steps under the runtime's int8 rounding, distilled from float "
+                        "(short range on 2 cores: about 0.5 s a step for ONNX, 0.3 s for TorchScript); default: the "
+                        "model's int8_qat_steps for ONNX (0 for every shipped model), int8_torch_qat_steps for "
+                        "TorchScript (short range: "
+                        f"{get_config('short_range').int8_torch_qat_steps}), else 0")
     e.add_argument("--tflite-float-tail", type=int, default=None, metavar="N",
                    help="TFLite int8: the last N arithmetic layers before the heads stay float; default: the "
                         "model's own (back: " f"{get_config('back').int8_tflite_float_tail}, full range sparse: "

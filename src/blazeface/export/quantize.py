@@ -14,6 +14,7 @@ import contextlib
 import copy
 import io
 import operator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from ..inference.nchwc import cpu_flags
 from ..io import iter_image_files, read_image
 from ..preprocess import Letterbox, letterbox
 from .equalize import equalize
-from .qat import ACTIVATION_PERCENTILE
+from .qat import ACTIVATION_PERCENTILE, qat_finetune_fx
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
@@ -615,8 +616,60 @@ def fused_residual_backend_config() -> Any:
 TORCH_INT8_ENGINE = "onednn"
 
 
+def torch_fx_qconfig(reduce_range: bool = False) -> Any:
+    """The ``QConfig`` of :func:`quantize_torch_fx`: uint8 activations from a histogram observer (7 bits with
+    ``reduce_range``), per-channel symmetric int8 weights."""
+    from torch.ao.quantization import QConfig
+    from torch.ao.quantization.observer import HistogramObserver, default_per_channel_weight_observer
+
+    return QConfig(activation=HistogramObserver.with_args(reduce_range=reduce_range),
+                   weight=default_per_channel_weight_observer)
+
+
+def prepare_torch_fx(net: nn.Module, images: torch.Tensor, reduce_range: bool = False,
+                     float_modules: tuple[str, ...] = ()) -> tuple[Any, nn.Module]:
+    """The observed (``prepare_fx``) graph of :func:`quantize_torch_fx`, not yet calibrated, and the float network it
+    was made from (``net`` equalized on ``images``, stride-2 kernels enlarged: the same function as ``net``)."""
+    import warnings
+
+    from torch.ao.quantization import QConfigMapping, get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import prepare_fx
+
+    model = prepare_for_int8(net, images)
+    enlarged_stride2_kernels(model)
+    qmap: QConfigMapping = get_default_qconfig_mapping(TORCH_INT8_ENGINE).set_global(torch_fx_qconfig(reduce_range))
+    for name, _ in model.named_modules():
+        if name.startswith(("regressors", "classifiers")) or name in float_modules:
+            qmap = qmap.set_module_name(name, None)
+    # the heads' concatenation too (the only torch.cat): quantized, it clipped every logit to <= 0, the histogram
+    # observer taking the rare positive logits for outliers (every score 0.5)
+    qmap = qmap.set_object_type(torch.cat, None).set_object_type(nn.ZeroPad2d, None).set_object_type(nn.MaxPool2d, None)
+    float_model = copy.deepcopy(model).eval()
+    with warnings.catch_warnings(), quantized_engine(TORCH_INT8_ENGINE):
+        warnings.simplefilter("ignore")
+        prepared = prepare_fx(model, qmap, (images[:1],), backend_config=fused_residual_backend_config())
+    return prepared, float_model
+
+
+def convert_torch_fx(prepared: Any, pixel_input: bool = True) -> Any:
+    """The int8 ``GraphModule`` of a calibrated :func:`prepare_torch_fx` graph (``convert_fx``, then
+    :func:`float_max_pools` and, with ``pixel_input``, :func:`exact_pixel_input`)."""
+    import warnings
+
+    from torch.ao.quantization.quantize_fx import convert_fx
+
+    with warnings.catch_warnings(), quantized_engine(TORCH_INT8_ENGINE):
+        warnings.simplefilter("ignore")
+        quantized = convert_fx(prepared, backend_config=fused_residual_backend_config())
+    float_max_pools(quantized)
+    if pixel_input:
+        exact_pixel_input(quantized)
+    return quantized
+
+
 def quantize_torch_fx(net: nn.Module, images: torch.Tensor, reduce_range: bool = False,
-                      float_modules: tuple[str, ...] = (), pixel_input: bool = True) -> nn.Module:
+                      float_modules: tuple[str, ...] = (), pixel_input: bool = True, qat_steps: int = 0,
+                      qat_log: Callable[[int, float], None] | None = None) -> nn.Module:
     """PyTorch int8 (``torch.ao.quantization`` FX mode, oneDNN kernels): per-channel weights, calibrated on ``images``.
 
     Activations are uint8 from a histogram observer; ``reduce_range`` keeps them to 7 bits
@@ -631,35 +684,17 @@ def quantize_torch_fx(net: nn.Module, images: torch.Tensor, reduce_range: bool =
     their concatenation stay float.
     ``float_modules``: names of submodules (``"blocks.28"``, ``"fpn.2"``) that also stay float, a float tail for
     accuracy. ``pixel_input``: inputs are ``p / 127.5 - 1`` for uint8 pixels ``p``, quantized exactly
-    (:func:`exact_pixel_input`). Returns a ``GraphModule`` with quantized kernels (CPU only) that runs under the
-    :data:`TORCH_INT8_ENGINE` quantized engine (``torch.backends.quantized.engine``).
+    (:func:`exact_pixel_input`). ``qat_steps``: before converting, fine-tune that many steps under this int8
+    rounding, distilled from the float network on ``images`` (:func:`~blazeface.export.qat.qat_finetune_fx`;
+    ``qat_log(step, loss)`` every 25 steps). Returns a ``GraphModule`` with quantized kernels (CPU only) that runs
+    under the :data:`TORCH_INT8_ENGINE` quantized engine (``torch.backends.quantized.engine``).
     """
-    import warnings
-
-    from torch.ao.quantization import QConfig, QConfigMapping, get_default_qconfig_mapping
-    from torch.ao.quantization.observer import HistogramObserver, default_per_channel_weight_observer
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
-
-    model = prepare_for_int8(net, images)
-    enlarged_stride2_kernels(model)
-    qconfig = QConfig(activation=HistogramObserver.with_args(reduce_range=reduce_range),
-                      weight=default_per_channel_weight_observer)
-    qmap: QConfigMapping = get_default_qconfig_mapping(TORCH_INT8_ENGINE).set_global(qconfig)
-    for name, _ in model.named_modules():
-        if name.startswith(("regressors", "classifiers")) or name in float_modules:
-            qmap = qmap.set_module_name(name, None)
-    # the heads' concatenation too (the only torch.cat): quantized, it clipped every logit to <= 0, the histogram
-    # observer taking the rare positive logits for outliers (every score 0.5)
-    qmap = qmap.set_object_type(torch.cat, None).set_object_type(nn.ZeroPad2d, None).set_object_type(nn.MaxPool2d, None)
-    backend_config = fused_residual_backend_config()
-    with warnings.catch_warnings(), quantized_engine(TORCH_INT8_ENGINE):
-        warnings.simplefilter("ignore")
-        prepared = prepare_fx(model, qmap, (images[:1],), backend_config=backend_config)
+    prepared, float_model = prepare_torch_fx(net, images, reduce_range, float_modules)
+    if qat_steps:
+        qat_finetune_fx(prepared, float_model, images, torch_fx_qconfig(reduce_range).activation, steps=qat_steps,
+                        exact_input=pixel_input, log=qat_log)
+    else:
         with torch.no_grad():
             for start in range(0, len(images), 16):
                 prepared(images[start:start + 16])
-        quantized = convert_fx(prepared, backend_config=backend_config)
-    float_max_pools(quantized)
-    if pixel_input:
-        exact_pixel_input(quantized)
-    return quantized
+    return convert_torch_fx(prepared, pixel_input)
