@@ -1,6 +1,7 @@
 """Which layers cost PyTorch int8 its accuracy: one block at a time kept float (issue 6).
 
     python benchmarks/int8_torch_sensitivity.py --model short_range [--json FILE] [--modules stem blocks.0 ...]
+        [--qat-steps N]
 
 For the model's TorchScript int8 (``quantize_torch_fx``, calibrated on the bundled examples with augmentations, its
 shipped ``int8_torch_float_modules`` float), and then for each top-level stem / block / FPN module also kept float
@@ -11,7 +12,9 @@ thread, median of interleaved runs against the shipped int8, under steady glibc 
 Two floors without any int8 layer: float on inputs rounded to the calibrated int8 input grid (the first quantize's
 scale and zero point without ``exact_pixel_input``), and float on inputs with uniform noise of the same step (±half a
 level, independent per value); and the shipped int8 with the calibrated input quantize (``pixel_input=False``). The
-block rows all quantize the input exactly (``pixel_input=True``, shipped).
+block rows all quantize the input exactly (``pixel_input=True``, shipped) and are post-training. ``--qat-steps N``
+(default: the model's ``int8_torch_qat_steps``; 0: none) adds the shipped int8 after N steps of quantization-aware
+fine-tuning (``qat.qat_finetune_fx``). ``--modules`` with no names: no block rows.
 """
 
 from __future__ import annotations
@@ -63,7 +66,10 @@ def paired_ms(a: torch.jit.ScriptModule, b: torch.jit.ScriptModule, x: torch.Ten
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="short_range")
-    ap.add_argument("--modules", nargs="*", help="only these (default: every top-level stem, block and FPN module)")
+    ap.add_argument("--modules", nargs="*",
+                    help="only these (default: every top-level stem, block and FPN module; none named: no block rows)")
+    ap.add_argument("--qat-steps", type=int, default=None,
+                    help="also the shipped int8 after N QAT steps (default: the model's int8_torch_qat_steps)")
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--default-malloc", action="store_true", help="time under glibc's default malloc settings")
     args = ap.parse_args()
@@ -96,10 +102,16 @@ def main() -> None:
     base_traced = traced(base, example)
     rows.append({"float": list(shipped), "input": "calibrated quantize (pixel_input=False)",
                  **errors(outputs(calibrated, wider))})
-    rows.append({"float": list(shipped), "input": "exact pixel grid (shipped: pixel_input=True)", **errors(outputs(base, wider))})
+    rows.append({"float": list(shipped), "input": "exact pixel grid (shipped: pixel_input=True)", "qat_steps": 0,
+                 **errors(outputs(base, wider))})
+    qat_steps = config.int8_torch_qat_steps if args.qat_steps is None else args.qat_steps
+    if qat_steps:
+        tuned = quantize_torch_fx(create_model(args.model).eval(), calibration, float_modules=shipped, qat_steps=qat_steps)
+        rows.append({"float": list(shipped), "input": "exact pixel grid (shipped: pixel_input=True)",
+                     "qat_steps": qat_steps, **errors(outputs(tuned, wider))})
     print(json.dumps(rows, indent=1), flush=True)
-    names = args.modules or [n for n, _ in reference.named_modules()
-                             if n == "stem" or (n.count(".") == 1 and n.startswith(("blocks.", "fpn.")))]
+    names = args.modules if args.modules is not None else [
+        n for n, _ in reference.named_modules() if n == "stem" or (n.count(".") == 1 and n.startswith(("blocks.", "fpn.")))]
     for name in names:
         if name in shipped:
             continue

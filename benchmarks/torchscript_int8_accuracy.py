@@ -1,7 +1,7 @@
 """PyTorch FX int8 (the TorchScript int8 file) against float PyTorch: same faces, AP, weights (issue 6).
 
     python benchmarks/torchscript_int8_accuracy.py [--models short_range full_range ...] [--json FILE] [--reduce-range]
-        [--qat-steps N]
+        [--qat-steps N] [--qat-seeds 0 1 2]
 
 Per model: exports ``blazeface export MODEL --format torchscript --int8`` (post-training, the bundled examples
 with augmentations), then on the example photos, the seed images and wider_val_dev counts the faces float finds,
@@ -11,13 +11,15 @@ rows time the same files). ``--reduce-range``: 7-bit activations, the choice
 ``quantize.int8_activation_reduce_range`` makes on a CPU without VNNI, measured here on any CPU (the arithmetic is
 the same; only the speed depends on the CPU). ``--qat-steps N``: the export first fine-tunes N steps under PyTorch's
 int8 rounding (``qat.qat_finetune_fx``; default: the model's ``int8_torch_qat_steps``, as ``blazeface export`` does;
-the steps run are in each model's ``quantization``).
+the steps run are in each model's ``quantization``); ``--qat-seeds``: one export per seed of the fine-tuning's batch
+sampling (``qat_finetune_fx(seed=...)``; the export uses 0), to see how much the result varies.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import subprocess
 import sys
@@ -29,7 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import export_int8 as bench  # noqa: E402
 
 from blazeface import FaceDetector  # noqa: E402
+import blazeface.export.quantize as quantize  # noqa: E402
+import torch  # noqa: E402
 from blazeface.export import export_model  # noqa: E402
+from blazeface.export.qat import qat_finetune_fx  # noqa: E402
 from blazeface.inference import load_backend  # noqa: E402
 
 
@@ -61,19 +66,21 @@ def main() -> None:
     ap.add_argument("--qat-steps", type=int, default=None,
                     help="quantization-aware fine-tuning steps under PyTorch's int8 rounding (default: the model's "
                          "int8_torch_qat_steps, as the export; 0: post-training)")
+    ap.add_argument("--qat-seeds", type=int, nargs="+", default=[0], help="seeds of the QAT batch sampling")
     args = ap.parse_args()
     if args.reduce_range:
-        import blazeface.export.quantize as quantize
-
         quantize.int8_activation_reduce_range = lambda: True  # export_model looks it up when it runs
     results = {"date": datetime.date.today().isoformat(), "machine": bench.machine(),
                "commit": subprocess.run(["git", "describe", "--always", "--dirty"], cwd=bench.ROOT,
                                         capture_output=True, text=True).stdout.strip(),
-               "reduce_range": args.reduce_range, "qat_steps": args.qat_steps, "models": []}
+               "reduce_range": args.reduce_range, "qat_steps": args.qat_steps, "threads": torch.get_num_threads(),
+               "models": []}
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models:
-            results["models"].append(evaluate(model, Path(tmp), args.qat_steps))
-            print(json.dumps(results["models"][-1], indent=1), flush=True)
+            for seed in args.qat_seeds:
+                quantize.qat_finetune_fx = functools.partial(qat_finetune_fx, seed=seed)
+                results["models"].append({**evaluate(model, Path(tmp), args.qat_steps), "qat_seed": seed})
+                print(json.dumps(results["models"][-1], indent=1), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
 
