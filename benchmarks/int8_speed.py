@@ -111,7 +111,7 @@ then). The tables of *Export and int8* above came from an Intel Xeon with AMX.
   batch 16 1.69x / 1.89x / 1.92x / 2.34x. Not the code: the code of `2411aa6` (before `exact_pixel_input`), run
   alternately with `31b650b` in that state, gave short range 1.46x and 1.48x against 1.45x and 1.44x (the
   `_2411aa6_` / `_31b650b_` files are the second pair). Short range's one-image >= 1.5 holds on a quiet machine,
-  not in every state of a shared one; exact pixel input costs one float add on the input (8 us at 128, 30 at 256).
+  not in every state of a shared one; exact pixel input costs one float add on the input (7-8 us at 128, 21-30 at 256; `int8_torch_ops.py`).
 - **malloc.** With glibc's defaults, float TorchScript was bimodal per process (back, 1 thread: 8.8 or 15.7 ms;
   full range 6.6 or 10), int8 stable: glibc hands large freed blocks back to the kernel and every run faults them
   in again, and float's activations are 4x int8's. The script re-runs itself with `STEADY_MALLOC` (both files run

@@ -9,8 +9,8 @@ int8 2x2 max pool against dequantize + float pool + quantize (``float_max_pools`
 ``fused_residual_backend_config`` folds into the convolution; float depthwise and 1x1 convolutions for scale. For
 the int8 input and the stem, on a ``[1, 3, S, S]`` image as the network receives it (NCHW): the float add of
 ``exact_pixel_input`` (half a pixel step), the 3-channel 5x5 stride-2 stem convolution in float against int8
-(quantize + int8 convolution, what a float stem saves and costs), and an int8 3x3 depthwise convolution on an NCHW
-int8 tensor (a float stem's output) against a channels-last one.
+(quantize + int8 convolution, what a float stem saves and costs), and an int8 3x3 depthwise convolution on the stem's
+output (``[1, C, S/2, S/2]``) in NCHW (what a float stem gives) against channels-last.
 ``--steady-malloc`` re-runs it with ``int8_speed.STEADY_MALLOC`` (glibc keeps freed memory): with the defaults, ops
 that allocate a fresh large buffer (the float pad) pay page faults on every run.
 """
@@ -76,7 +76,10 @@ def main() -> None:
     image = torch.rand(1, 3, s, s) * 2 - 1  # NCHW, as the network's input
     float_stem = torch.nn.Conv2d(3, c, 5, stride=2, padding=2)
     int8_stem = int8_conv(3, c, 5, 2, groups=1)
-    xq_nchw = torch.quantize_per_tensor(xf.contiguous(), 0.01, 0, torch.quint8)
+    stem_out = torch.rand(1, c, s // 2, s // 2)  # the stem's output size
+    stem_out_nchw = torch.quantize_per_tensor(stem_out, 0.01, 0, torch.quint8)
+    stem_out_nhwc = torch.quantize_per_tensor(stem_out.contiguous(memory_format=torch.channels_last), 0.01, 0,
+                                              torch.quint8)
     float_dw = torch.nn.Conv2d(c, c, 3, padding=1, groups=c).to(memory_format=torch.channels_last)
     float_pw = torch.nn.Conv2d(c, c, 1).to(memory_format=torch.channels_last)
     with torch.inference_mode():
@@ -90,8 +93,8 @@ def main() -> None:
                 F.max_pool2d(xq.dequantize(), 2, 2), 0.01, 0, torch.quint8), n),
             "int8_add_relu": median_us(lambda: torch.ops.quantized.add_relu(xq, xq, 0.01, 0), n),
             "float_dw3x3_s1": median_us(lambda: float_dw(xf), n),
-            "int8_dw3x3_s1": median_us(lambda: dw3_s1(xq), n),
-            "int8_dw3x3_s1_nchw_input": median_us(lambda: dw3_s1(xq_nchw), n),
+            "int8_dw3x3_s1_stem_output_channels_last": median_us(lambda: dw3_s1(stem_out_nhwc), n),
+            "int8_dw3x3_s1_stem_output_nchw": median_us(lambda: dw3_s1(stem_out_nchw), n),
             "float_add_half_step_image": median_us(lambda: image + 1 / 255, n),
             "float_stem5x5_s2_3ch": median_us(lambda: float_stem(image), n),
             "quantize_int8_stem5x5_s2_3ch": median_us(lambda: int8_stem(torch.quantize_per_tensor(
