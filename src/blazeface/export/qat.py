@@ -38,8 +38,6 @@ from torch.nn.utils import parametrize
 WEIGHT_QMAX = 64  # ORT's symmetric int8 weights with reduce_range
 HEAD_WEIGHT_QMAX = 127  # the regressor heads' and float tail's int8-stored weights (_weights_only_int8)
 ACTIVATION_PERCENTILE = 99.99  # quantize_onnx's default
-
-
 TORCH_WEIGHT_QMIN = -128  # torch's default_per_channel_weight_observer: qint8, symmetric, scale = max|w| / 127.5
 
 
