@@ -105,8 +105,8 @@ _MODELS: dict[str, ModelConfig] = {
             source_file="face_detection_short_range.tflite",
             source_sha256="3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633",
             # PyTorch FX int8 (TorchScript) on wider_val_dev, faces at IoU >= 0.9 of float's 57: post-training 47,
-            # AP easy -0.001; 100 steps of QAT under PyTorch's rounding 53, AP easy +0.002 (30 s on 2 cores;
-            # benchmarks/torchscript_int8_accuracy.py --qat-steps)
+            # AP easy -0.001; 100 steps of QAT under PyTorch's rounding 51-55 over 4 seeds, AP easy -0.0012 to
+            # +0.0031 (ea15ca5; about 30 s on 2 cores; benchmarks/torchscript_int8_accuracy.py --qat-seeds)
             int8_torch_qat_steps=100,
         ),
         ModelConfig(

@@ -218,23 +218,31 @@ def activation_quantizers(model: nn.Module) -> list[ActivationFakeQuant]:
 
 
 @torch.no_grad()
+def run_batches(model: nn.Module, images: torch.Tensor, batch_size: int = 16) -> None:
+    """Run ``model`` in eval mode on ``images [N, 3, S, S]`` in batches, outputs discarded (what calibration needs:
+    the observers see every image); the model's training mode is restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(images), batch_size):
+            model(images[start:start + batch_size])
+    finally:
+        model.train(was_training)
+
+
 def calibrate_activations(model: nn.Module, images: torch.Tensor, percentile: float = ACTIVATION_PERCENTILE,
                           batch_size: int = 16) -> None:
     """Set every activation range of a :func:`fake_quantize` model from ``images [N, 3, S, S]``."""
     quantizers = activation_quantizers(model)
-    was_training = model.training
-    model.eval()
     for q in quantizers:
         q.observing = True
     try:
-        for start in range(0, len(images), batch_size):
-            model(images[start:start + batch_size])
+        run_batches(model, images, batch_size)
     finally:
         for q in quantizers:
             q.observing = False
     for q in quantizers:
         q.calibrate(percentile)
-    model.train(was_training)
 
 
 def float_network(model: fx.GraphModule, template: nn.Module) -> nn.Module:
@@ -369,12 +377,7 @@ def fake_quantize_fx(prepared: fx.GraphModule, images: torch.Tensor, new_observe
     observers = {str(n.target): new_observer() for n in _observer_nodes(prepared)}
     for name, observer in observers.items():
         _set_submodule(prepared, name, observer)
-    was_training = prepared.training
-    prepared.eval()
-    with torch.no_grad():
-        for start in range(0, len(images), 16):
-            prepared(images[start:start + 16])
-    prepared.train(was_training)
+    run_batches(prepared, images)
     exact = input_observer(prepared) if exact_input else None
     for name, observer in observers.items():
         fq = FakeQuantize(observer=lambda **_: observer)

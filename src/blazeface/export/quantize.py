@@ -27,7 +27,7 @@ from ..inference.nchwc import cpu_flags
 from ..io import iter_image_files, read_image
 from ..preprocess import Letterbox, letterbox
 from .equalize import equalize
-from .qat import ACTIVATION_PERCENTILE, qat_finetune_fx
+from .qat import ACTIVATION_PERCENTILE, qat_finetune_fx, run_batches
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
@@ -694,7 +694,5 @@ def quantize_torch_fx(net: nn.Module, images: torch.Tensor, reduce_range: bool =
         qat_finetune_fx(prepared, float_model, images, torch_fx_qconfig(reduce_range).activation, steps=qat_steps,
                         exact_input=pixel_input, log=qat_log)
     else:
-        with torch.no_grad():
-            for start in range(0, len(images), 16):
-                prepared(images[start:start + 16])
+        run_batches(prepared, images)
     return convert_torch_fx(prepared, pixel_input)
