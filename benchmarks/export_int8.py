@@ -600,6 +600,33 @@ drifting speed; 2-thread ratios swing most):
   feature maps entering the float heads)."""
 
 
+def summary_table(results: list[dict]) -> list[str]:
+    """Markdown lines: per model and int8 file, wider_val_dev faces matched to float's, AP easy / medium minus
+    float's, the example and seed faces matched, and int8's speed-up over float for one image on 1 thread."""
+    lines = ["Summary, int8 against float: wider_val_dev faces matched at IoU >= 0.9 / float's faces (float under ±1 grey "
+             "level of noise: its range over 3 seeds), AP easy / medium minus float's, example and seed-image faces "
+             "matched, float / int8 time for one image on 1 thread in the same runtime (one run; `int8_speed.py` "
+             "gives rounds).", "",
+             "| model | file | wider_val_dev | AP easy / medium | examples | seed images | speed-up, 1 image |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results:
+        acc = r["accuracy"]
+        floor = [m["matched"] for m in acc.get("float_noise_floor", [])]
+        fap = acc["float_pytorch_AP"]
+        for key, v in acc.items():
+            if not key.endswith("_int8") and "_int8_" not in key:
+                continue
+            runtime = {"onnx": "onnxruntime", "tflite": "litert", "torchscript": "torchscript"}[key.split("_")[0]]
+            speed = r["speed"].get(f"{runtime}_t1_b1", {}).get("speedup", "")
+            wider = f"{v['wider_val_dev']['matched']} / {v['wider_val_dev']['faces']}"
+            if floor:
+                wider += f" (noise {min(floor)}-{max(floor)})"
+            ap = f"{v['AP']['easy'] - fap['easy']:+.4f} / {v['AP']['medium'] - fap['medium']:+.4f}"
+            lines.append(f"| {r['model']} | {key} | {wider} | {ap} | {v['examples']['matched']} / {v['examples']['faces']} | "
+                         f"{v['seed_images']['matched']} / {v['seed_images']['faces']} | {speed} |")
+    return lines + [""]
+
+
 def write_results(results: list[dict], path: Path) -> None:
     import onnxruntime
     lines = ["## Export and int8 (issue 6)", "",
@@ -609,6 +636,7 @@ def write_results(results: list[dict], path: Path) -> None:
              "(2 shared cores: noisy; 2-thread figures are unreliable whenever another job runs).",
              "Accuracy: `FaceDetector(file)` against PyTorch float; faces matched at IoU >= 0.9; AP on wider_val_dev at min score 0.1.",
              ""]
+    lines += summary_table(results)
     for r in results:
         lines.append(f"### {r['model']}")
         lines.append("")

@@ -20,27 +20,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 import warnings
 from typing import Callable
 
 import torch
 import torch.ao.nn.quantized as nnq
 import torch.nn.functional as F
+from bench_speed import median_ms
 from int8_speed import STEADY_MALLOC
 
 
 def median_us(fn: Callable[[], object], repeats: int) -> float:
-    for _ in range(20):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return round(statistics.median(times) * 1e6, 1)
+    """Median microseconds of ``repeats`` calls of ``fn`` after 20 untimed ones."""
+    return round(median_ms(fn, repeats, warmup=20) * 1e3, 1)
 
 
 def int8_conv(in_channels: int, channels: int, kernel: int, padding: int, stride: int = 2,

@@ -8,18 +8,17 @@ with augmentations), then on the example photos, the seed images and wider_val_d
 the int8 file's faces, the pairs matched at IoU >= 0.9 and the worst pair (``export_int8.match``), and on
 wider_val_dev AP easy / medium / hard at min score 0.1 for both. Speed: ``int8_speed.py`` (its ``torchscript``
 rows time the same files). ``--reduce-range``: 7-bit activations, the choice
-``quantize.int8_activation_reduce_range`` makes on a CPU without VNNI, measured here on any CPU (the arithmetic is
-the same; only the speed depends on the CPU). ``--qat-steps N``: the export first fine-tunes N steps under PyTorch's
+``quantize.int8_activation_reduce_range`` makes on a CPU without VNNI, measured here on any CPU
+(``export_model(torch_int8={"reduce_range": True})``; the arithmetic is the same, only the speed depends on the CPU). ``--qat-steps N``: the export first fine-tunes N steps under PyTorch's
 int8 rounding (``qat.qat_finetune_fx``; default: the model's ``int8_torch_qat_steps``, as ``blazeface export`` does;
 the steps run are in each model's ``quantization``); ``--qat-seeds``: one export per seed of the fine-tuning's batch
-sampling (``qat_finetune_fx(seed=...)``; the export uses 0), to see how much the result varies.
+sampling (``export_model(torch_int8={"qat_seed": S})``; the export uses 0), to see how much the result varies.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import functools
 import json
 import subprocess
 import sys
@@ -30,16 +29,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import export_int8 as bench  # noqa: E402
 
-from blazeface import FaceDetector  # noqa: E402
-import blazeface.export.quantize as quantize  # noqa: E402
 import torch  # noqa: E402
+
+from blazeface import FaceDetector  # noqa: E402
 from blazeface.export import export_model  # noqa: E402
-from blazeface.export.qat import qat_finetune_fx  # noqa: E402
 from blazeface.inference import load_backend  # noqa: E402
 
 
-def evaluate(model: str, tmp: Path, qat_steps: int | None = None) -> dict:
-    path = export_model(model, "torchscript", tmp / f"{model}_int8.pt", int8=True, qat_steps=qat_steps)
+def evaluate(model: str, tmp: Path, qat_steps: int | None = None, torch_int8: dict | None = None) -> dict:
+    path = export_model(model, "torchscript", tmp / f"{model}_int8.pt", int8=True, qat_steps=qat_steps,
+                        torch_int8=torch_int8)
     sets = {"examples": bench.images_of(bench.ROOT / "examples"), "seed_images": bench.images_of(bench.SHARED / "seed_images"),
             "wider_val_dev": bench.images_of(bench.SHARED / "wider_val_dev" / "images")}
     ann = json.loads((bench.SHARED / "wider_val_dev" / "annotations.json").read_text())
@@ -68,8 +67,6 @@ def main() -> None:
                          "int8_torch_qat_steps, as the export; 0: post-training)")
     ap.add_argument("--qat-seeds", type=int, nargs="+", default=[0], help="seeds of the QAT batch sampling")
     args = ap.parse_args()
-    if args.reduce_range:
-        quantize.int8_activation_reduce_range = lambda: True  # export_model looks it up when it runs
     results = {"date": datetime.date.today().isoformat(), "machine": bench.machine(),
                "commit": subprocess.run(["git", "describe", "--always", "--dirty"], cwd=bench.ROOT,
                                         capture_output=True, text=True).stdout.strip(),
@@ -78,8 +75,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models:
             for seed in args.qat_seeds:
-                quantize.qat_finetune_fx = functools.partial(qat_finetune_fx, seed=seed)
-                results["models"].append({**evaluate(model, Path(tmp), args.qat_steps), "qat_seed": seed})
+                options = {"qat_seed": seed, **({"reduce_range": True} if args.reduce_range else {})}
+                results["models"].append({**evaluate(model, Path(tmp), args.qat_steps, options), "qat_seed": seed})
                 print(json.dumps(results["models"][-1], indent=1), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")

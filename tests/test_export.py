@@ -5,6 +5,7 @@ MediaPipe's own files."""
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -251,6 +252,46 @@ def test_torchscript_int8_runs_fused_under_its_own_engine(exported, monkeypatch)
     reg, logits = backend(torch.zeros(2, 3, 128, 128))
     assert reg.shape == (2, 896, 16) and logits.shape == (2, 896, 1)
     assert torch.backends.quantized.engine == before
+
+
+def test_fused_residual_sum_overwrites_its_skip_input_and_conversion_refuses_a_late_reader():
+    """oneDNN's ``conv2d_add_relu`` writes its result into the skip tensor: a graph that reads the skip again after
+    the sum would compute garbage (here: the late reader sees the sum, far from float), so ``convert_torch_fx``
+    refuses it, naming the reader; no shipped model has one."""
+    import torch.nn.functional as F
+    from torch.ao.quantization import QConfigMapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    from blazeface.export.quantize import (TORCH_INT8_ENGINE, convert_torch_fx, fused_residual_backend_config,
+                                           overwritten_residuals, torch_fx_qconfig)
+    from blazeface.inference.files import quantized_engine
+
+    class LateSkip(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.conv = torch.nn.Conv2d(3, 8, 1), torch.nn.Conv2d(8, 8, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            skip = self.stem(x)
+            out = F.relu(self.conv(skip) + skip)
+            return torch.cat([out, x.mean(1, keepdim=True) + skip], 1)  # a quantized add reads skip after the sum
+
+    torch.manual_seed(0)
+    net = LateSkip().eval()
+    x = torch.randn(4, 3, 8, 8)
+    qmap = QConfigMapping().set_global(torch_fx_qconfig()).set_object_type(torch.cat, None)
+    with quantized_engine(TORCH_INT8_ENGINE):
+        prepared = prepare_fx(net, qmap, (x,), backend_config=fused_residual_backend_config())
+        prepared(x)
+        late = overwritten_residuals(convert_fx(copy.deepcopy(prepared), backend_config=fused_residual_backend_config()))
+        assert len(late) == 1
+        int8 = convert_fx(copy.deepcopy(prepared), backend_config=fused_residual_backend_config())
+        got = int8(x)[:, 8:]
+        with pytest.raises(ValueError, match=f"{late[0]} read it afterwards"):
+            convert_torch_fx(prepared, pixel_input=False)
+    with torch.no_grad():
+        want = net(x)[:, 8:]
+    assert (got - want).abs().max() > 0.5  # the skip tensor now holds the sum
 
 
 def test_int8_tflite_runs_the_backbone_in_int8(exported):
@@ -658,6 +699,28 @@ def test_cli_export_refuses_bad_combinations(tmp_path, capsys):
     assert "ONNX only" in capsys.readouterr().err
     assert main(["export", "short_range", "-o", str(tmp_path / "x.bin")]) == 1
     assert "unknown export format" in capsys.readouterr().err
+
+
+def test_torch_int8_options_reach_the_pytorch_quantizer(tmp_path, monkeypatch):
+    """``torch_int8`` is for TorchScript int8 only; its ``reduce_range`` and ``qat_seed`` reach ``quantize_torch_fx``
+    (7-bit activations, the fine-tuning's seed), and the file records them."""
+    from blazeface.export import quantize
+
+    for fmt, int8 in (("onnx", True), ("torchscript", False)):
+        with pytest.raises(ValueError, match="torch_int8"):
+            export_model("short_range", fmt, tmp_path / f"x.{fmt}", int8=int8, torch_int8={"qat_seed": 1})
+    real, seeds = quantize.qat_finetune_fx, []
+
+    def two_steps(prepared, teacher, images, new_observer, steps, seed=0, **kwargs):
+        seeds.append(seed)
+        real(prepared, teacher, images, new_observer, steps=2, seed=seed, **kwargs)
+
+    monkeypatch.setattr(quantize, "qat_finetune_fx", two_steps)
+    path = export_model("short_range", "torchscript", tmp_path / "q.pt", int8=True, qat_steps=2,
+                        torch_int8={"reduce_range": True, "qat_seed": 3})
+    assert seeds == [3]
+    meta = load_backend(path).metadata["quantization"]
+    assert meta["activations"].startswith("uint8 per tensor, 7 bits") and meta["qat_seed"] == 3
 
 
 def test_onnx_int8_options_need_an_int8_onnx_export(tmp_path):

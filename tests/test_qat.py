@@ -322,3 +322,41 @@ def test_torchscript_int8_fine_tunes_under_pytorch_rounding_by_default(tmp_path,
     assert [len(r) for r in got] == [len(r) for r in want]
     assert cli.main(["export", "short_range", "--int8", "--qat-steps", "0", "-o", str(tmp_path / "ptq.pt")]) == 0
     assert calls == [100] and "qat_steps" not in load_backend(tmp_path / "ptq.pt").metadata["quantization"]
+
+
+def test_fx_fake_quantization_keeps_the_grid_of_a_pooled_int8_tensor():
+    """back's ``blocks.7`` max pool reads an int8 tensor: ``convert_fx`` pools it in int8 and keeps its scale and zero
+    point, dropping the observer ``prepare_fx`` put after the pool. The fake-quantized copy does not round there either,
+    though that observer's own range would move the pooled values."""
+    from blazeface.export.qat import fake_quantize_fx, pooled_observers, unfake_quantize_fx
+    from blazeface.export.quantize import (TORCH_INT8_ENGINE, convert_torch_fx, prepare_torch_fx,
+                                           torch_fx_qconfig)
+    from blazeface.inference.files import quantized_engine
+
+    images = calibration_images(None, 256)[:8]
+    prepared, _ = prepare_torch_fx(create_model("back").eval(), images)
+    names = pooled_observers(prepared)
+    assert len(names) == 1
+    pool_name = next(str(n.args[0].target) for n in prepared.graph.nodes if str(n.target) == names[0])
+    assert pool_name == "blocks.7.pool"
+    fake_quantize_fx(prepared, images, torch_fx_qconfig().activation)
+    pooled: list[torch.Tensor] = []
+    handle = prepared.get_submodule(pool_name).register_forward_hook(lambda m, i, o: pooled.append(o))
+    with torch.no_grad():
+        prepared(images[:2])
+    handle.remove()
+    fq = prepared.get_submodule(names[0])
+    assert torch.equal(fq(pooled[0]), pooled[0])
+    own_grid = torch.fake_quantize_per_tensor_affine(pooled[0], float(fq.scale), int(fq.zero_point), fq.quant_min,
+                                                     fq.quant_max)
+    assert (own_grid - pooled[0]).abs().max() > 1e-3
+    unfake_quantize_fx(prepared)
+    int8 = convert_torch_fx(prepared)
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    # cloned: the fused residual convolution after the pool writes its sum into the pooled tensor, in place
+    int8.get_submodule(pool_name).register_forward_hook(lambda m, i, o: seen.append((i[0].clone(), o.clone())))
+    with torch.no_grad(), quantized_engine(TORCH_INT8_ENGINE):
+        int8(images[:2])
+    (x, y), = seen
+    assert x.is_quantized and y.is_quantized
+    assert (y.q_scale(), y.q_zero_point()) == (x.q_scale(), x.q_zero_point())

@@ -45,7 +45,7 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
                  calibration: str | Path | None = None, with_postprocess: bool = False, split_heads: bool = False,
                  weights: str | Path | None = None, max_detections: int = 100, nms: str = "weighted",
                  augment: bool = True, onnx_int8: dict[str, Any] | None = None,
-                 qat_steps: int | None = None, tflite_float_tail: int | None = None) -> Path:
+                 torch_int8: dict[str, Any] | None = None, qat_steps: int | None = None, tflite_float_tail: int | None = None) -> Path:
     """Export registered ``model`` as ``fmt`` (``None``: from ``output``'s suffix) to ``output``.
 
     Args:
@@ -60,6 +60,10 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
             has its channels zero-padded to multiples of this (default :data:`INT8_CHANNEL_BLOCK`; ``None``: the
             network as trained, with its channel ``Pad`` nodes, run in 8 bits), and ``stem_input_channels``
             (default :data:`INT8_STEM_INPUT_CHANNELS`: the RGB input plus a zero channel, in the graph).
+        torch_int8: keyword arguments for :func:`~blazeface.export.quantize.quantize_torch_fx` (TorchScript int8
+            only), e.g. ``{"reduce_range": True}`` (7-bit activations; default: what
+            :func:`~blazeface.export.quantize.int8_activation_reduce_range` picks for this CPU) or
+            ``{"qat_seed": 1}`` (the fine-tuning's batch sampling).
         qat_steps: int8 only: before quantizing, fine-tune the network this many steps under int8 rounding,
             distilled from its float self on the calibration images: ONNX Runtime's for ONNX and TFLite
             (:func:`~blazeface.export.qat.qat_finetune_onnx`; about 0.5 s a step on 2 CPU cores for short range),
@@ -76,6 +80,8 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
         raise ValueError("--with-postprocess is implemented for ONNX only")
     if onnx_int8 is not None and not (int8 and fmt == "onnx"):
         raise ValueError("onnx_int8 options need int8=True and the ONNX format")
+    if torch_int8 is not None and not (int8 and fmt == "torchscript"):
+        raise ValueError("torch_int8 options need int8=True and the TorchScript format")
     if qat_steps and not int8:
         raise ValueError("qat_steps (quantization-aware fine-tuning) needs int8=True")
     if qat_steps is not None and qat_steps < 0:
@@ -167,14 +173,16 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
             from .quantize import TORCH_INT8_ENGINE, int8_activation_reduce_range, quantize_torch_fx
 
             assert images is not None and quant is not None
-            reduce_range = int8_activation_reduce_range()
+            opts = {"reduce_range": int8_activation_reduce_range(), "float_modules": config.int8_torch_float_modules,
+                    **(torch_int8 or {})}
             net = quantize_torch_fx(create_model(config.name, pretrained=weights is None, weights=weights), images,
-                                    reduce_range=reduce_range, float_modules=config.int8_torch_float_modules,
-                                    qat_steps=qat_steps)
+                                    qat_steps=qat_steps, **opts)
             quant.update({"runtime": f"PyTorch FX int8 ({TORCH_INT8_ENGINE})", "engine": TORCH_INT8_ENGINE,
-                          "head_convs": "float", "float_modules": list(config.int8_torch_float_modules),
-                          "activations": f"uint8 per tensor, {7 if reduce_range else 8} bits (histogram observer)",
+                          "head_convs": "float", "float_modules": list(opts["float_modules"]),
+                          "activations": f"uint8 per tensor, {7 if opts['reduce_range'] else 8} bits (histogram observer)",
                           "float_ops": "zero pads, 2x2 max pools"})
+            if qat_steps:
+                quant["qat_seed"] = opts.get("qat_seed", 0)
         else:
             net = ChannelsLast(net)
         meta = build_metadata(config, quantization=quant)

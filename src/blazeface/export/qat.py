@@ -286,18 +286,18 @@ def jitter(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 def _distil(student: nn.Module, teacher: nn.Module, images: torch.Tensor, steps: int, lr: float, batch_size: int,
-            seed: int, recalibrate: Callable[[], None], recalibrate_every: int, box_scale: float,
-            log: Callable[[int, float], None] | None) -> None:
-    """Fine-tune ``student`` toward ``teacher``'s outputs on jittered ``images`` (Adam, cosine schedule), calling
-    ``recalibrate()`` first and every ``recalibrate_every`` steps; ``student`` is left in eval mode."""
-    recalibrate()
+            seed: int, box_scale: float, log: Callable[[int, float], None] | None,
+            recalibrate: tuple[int, Callable[[], None]] | None = None) -> None:
+    """Fine-tune ``student`` toward ``teacher``'s outputs on jittered ``images`` (Adam, cosine schedule);
+    ``recalibrate``: ``(every, calibrate)``, call ``calibrate()`` every that many steps (not at step 0: the caller
+    calibrates first). ``student`` is left in eval mode."""
     opt = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
     gen = torch.Generator().manual_seed(seed)
     student.train()
     for step in range(steps):
-        if step and recalibrate_every and step % recalibrate_every == 0:
-            recalibrate()
+        if recalibrate is not None and step and recalibrate[0] and step % recalibrate[0] == 0:
+            recalibrate[1]()
         x = jitter(images[torch.randint(len(images), (batch_size,), generator=gen)], gen)
         with torch.no_grad():
             target = teacher(x)
@@ -325,8 +325,12 @@ def qat_finetune_onnx(net: nn.Module, images: torch.Tensor, steps: int = 600, lr
     """
     teacher = copy.deepcopy(net).eval()
     student = fake_quantize(net, float_tail)
-    _distil(student, teacher, images, steps, lr, batch_size, seed,
-            lambda: calibrate_activations(student, images, percentile), recalibrate_every, box_scale, log)
+
+    def calibrate() -> None:
+        calibrate_activations(student, images, percentile)
+
+    calibrate()
+    _distil(student, teacher, images, steps, lr, batch_size, seed, box_scale, log, (recalibrate_every, calibrate))
     return float_network(student, net).eval()
 
 
@@ -350,6 +354,21 @@ def input_observer(prepared: fx.GraphModule) -> str | None:
     return None
 
 
+def pooled_observers(prepared: fx.GraphModule) -> list[str]:
+    """The observers of a ``prepare_fx`` graph that ``convert_fx`` drops: those right after a max pool that reads an
+    observed (int8) tensor. The converted graph pools that int8 tensor and keeps its scale and zero point
+    (:class:`~blazeface.export.quantize._FloatMaxPool`); a max pool's values are its input's, already on that grid."""
+    observers = set(_observer_nodes(prepared))
+    names = []
+    for node in observers:
+        pool = node.args[0]
+        if (isinstance(pool, fx.Node) and pool.op == "call_module"
+                and isinstance(prepared.get_submodule(str(pool.target)), nn.MaxPool2d)
+                and pool.args[0] in observers):
+            names.append(str(node.target))
+    return names
+
+
 def int8_convolutions(prepared: fx.GraphModule) -> list[nn.Conv2d]:
     """The convolutions of a ``prepare_fx`` graph that ``convert_fx`` makes int8: those of every module node with a
     qconfig (a fused module's too)."""
@@ -369,7 +388,8 @@ def fake_quantize_fx(prepared: fx.GraphModule, images: torch.Tensor, new_observe
     observer) calibrated on ``images [N, 3, S, S]`` and then frozen (``convert_fx`` reads that calibration), and every
     convolution :func:`int8_convolutions` finds rounds its weights as ``convert_fx`` will (per output channel,
     symmetric, ``[-128, 127]``, scale ``max|w| / 127.5``). ``exact_input``: the input quantizer passes values through
-    (``exact_pixel_input`` will quantize pixel inputs without error). :func:`unfake_quantize_fx` undoes the weights'
+    (``exact_pixel_input`` will quantize pixel inputs without error), and so do the observers ``convert_fx`` drops
+    after a max pool of an int8 tensor (:func:`pooled_observers`). :func:`unfake_quantize_fx` undoes the weights'
     rounding before ``convert_fx``.
     """
     from torch.ao.quantization import FakeQuantize
@@ -378,14 +398,16 @@ def fake_quantize_fx(prepared: fx.GraphModule, images: torch.Tensor, new_observe
     for name, observer in observers.items():
         _set_submodule(prepared, name, observer)
     run_batches(prepared, images)
-    exact = input_observer(prepared) if exact_input else None
+    passed = set(pooled_observers(prepared))
+    if exact_input and (name := input_observer(prepared)) is not None:
+        passed.add(name)
     for name, observer in observers.items():
         fq = FakeQuantize(observer=lambda **_: observer)
         scale, zero_point = observer.calculate_qparams()
         fq.scale.resize_(scale.shape).copy_(scale)
         fq.zero_point.resize_(zero_point.shape).copy_(zero_point)
         fq.disable_observer()
-        if name == exact:
+        if name in passed:
             fq.disable_fake_quant()
         _set_submodule(prepared, name, fq)
     for conv in int8_convolutions(prepared):
@@ -413,7 +435,7 @@ def qat_finetune_fx(prepared: fx.GraphModule, teacher: nn.Module, images: torch.
     ``log(step, loss)`` is called every 25 steps.
     """
     fake_quantize_fx(prepared, images, new_observer, exact_input)
-    _distil(prepared, teacher, images, steps, lr, batch_size, seed, lambda: None, 0, box_scale, log)
+    _distil(prepared, teacher, images, steps, lr, batch_size, seed, box_scale, log)
     unfake_quantize_fx(prepared)
 
 

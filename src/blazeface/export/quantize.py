@@ -590,7 +590,9 @@ def fused_residual_backend_config() -> Any:
 
     oneDNN's own config matches the residual sum only when the ReLU is an ``nn.ReLU`` module; BlazeBlock calls
     ``F.relu``. Fused, the sum is taken on the convolution's int32 accumulator (no separate int8 add, no
-    requantization of the convolution output); the fused kernel runs only under the ``onednn`` quantized engine.
+    requantization of the convolution output); the fused kernel runs only under the ``onednn`` quantized engine. It
+    writes its result into the ``skip`` tensor, in place: :func:`convert_torch_fx` refuses a graph that reads a
+    ``skip`` after its sum (:func:`overwritten_residuals`).
     """
     import torch.ao.nn.intrinsic as nni
     import torch.nn.functional as F
@@ -611,6 +613,22 @@ def fused_residual_backend_config() -> Any:
             ._set_extra_inputs_getter(lambda pattern: [pattern[1][2]])
             .set_fused_module(nni.ConvAddReLU2d))
     return config
+
+
+def overwritten_residuals(model: Any) -> list[str]:
+    """The fused residual convolutions (:func:`fused_residual_backend_config`) of a converted FX ``GraphModule``
+    whose ``skip`` input, which the kernel overwrites with its result, is read again after them (names of the
+    nodes that read it late). Empty for every shipped model: each block's input is read by its depthwise
+    convolution before the sum."""
+    from torch.ao.nn.intrinsic.quantized import ConvAddReLU2d
+
+    order = {node: i for i, node in enumerate(model.graph.nodes)}
+    late = []
+    for node in model.graph.nodes:
+        if node.op == "call_module" and isinstance(model.get_submodule(str(node.target)), ConvAddReLU2d):
+            skip = node.args[1]
+            late += [user.name for user in skip.users if order[user] > order[node]]
+    return late
 
 
 TORCH_INT8_ENGINE = "onednn"
@@ -653,7 +671,8 @@ def prepare_torch_fx(net: nn.Module, images: torch.Tensor, reduce_range: bool = 
 
 def convert_torch_fx(prepared: Any, pixel_input: bool = True) -> Any:
     """The int8 ``GraphModule`` of a calibrated :func:`prepare_torch_fx` graph (``convert_fx``, then
-    :func:`float_max_pools` and, with ``pixel_input``, :func:`exact_pixel_input`)."""
+    :func:`float_max_pools` and, with ``pixel_input``, :func:`exact_pixel_input`). Raises ``ValueError`` for a
+    graph whose fused residual sums would overwrite a tensor read later (:func:`overwritten_residuals`)."""
     import warnings
 
     from torch.ao.quantization.quantize_fx import convert_fx
@@ -661,6 +680,9 @@ def convert_torch_fx(prepared: Any, pixel_input: bool = True) -> Any:
     with warnings.catch_warnings(), quantized_engine(TORCH_INT8_ENGINE):
         warnings.simplefilter("ignore")
         quantized = convert_fx(prepared, backend_config=fused_residual_backend_config())
+    if late := overwritten_residuals(quantized):
+        raise ValueError(f"int8 residual sums write into their skip input in place, but {', '.join(late)} read it "
+                         "afterwards: keep those blocks float (float_modules)")
     float_max_pools(quantized)
     if pixel_input:
         exact_pixel_input(quantized)
@@ -669,7 +691,7 @@ def convert_torch_fx(prepared: Any, pixel_input: bool = True) -> Any:
 
 def quantize_torch_fx(net: nn.Module, images: torch.Tensor, reduce_range: bool = False,
                       float_modules: tuple[str, ...] = (), pixel_input: bool = True, qat_steps: int = 0,
-                      qat_log: Callable[[int, float], None] | None = None) -> nn.Module:
+                      qat_seed: int = 0, qat_log: Callable[[int, float], None] | None = None) -> nn.Module:
     """PyTorch int8 (``torch.ao.quantization`` FX mode, oneDNN kernels): per-channel weights, calibrated on ``images``.
 
     Activations are uint8 from a histogram observer; ``reduce_range`` keeps them to 7 bits
@@ -686,13 +708,13 @@ def quantize_torch_fx(net: nn.Module, images: torch.Tensor, reduce_range: bool =
     accuracy. ``pixel_input``: inputs are ``p / 127.5 - 1`` for uint8 pixels ``p``, quantized exactly
     (:func:`exact_pixel_input`). ``qat_steps``: before converting, fine-tune that many steps under this int8
     rounding, distilled from the float network on ``images`` (:func:`~blazeface.export.qat.qat_finetune_fx`;
-    ``qat_log(step, loss)`` every 25 steps). Returns a ``GraphModule`` with quantized kernels (CPU only) that runs
+    ``qat_seed``: its batch sampling; ``qat_log(step, loss)`` every 25 steps). Returns a ``GraphModule`` with quantized kernels (CPU only) that runs
     under the :data:`TORCH_INT8_ENGINE` quantized engine (``torch.backends.quantized.engine``).
     """
     prepared, float_model = prepare_torch_fx(net, images, reduce_range, float_modules)
     if qat_steps:
         qat_finetune_fx(prepared, float_model, images, torch_fx_qconfig(reduce_range).activation, steps=qat_steps,
-                        exact_input=pixel_input, log=qat_log)
+                        seed=qat_seed, exact_input=pixel_input, log=qat_log)
     else:
         run_batches(prepared, images)
     return convert_torch_fx(prepared, pixel_input)
