@@ -407,10 +407,29 @@ def bench_model(name: str, tmp: Path, repeats: int, with_tflite: bool, qat_steps
 
 
 NOTES = """\
-Notes (short range; float and int8 run interleaved in one process, so the ratios are robust to the machine's
-drifting speed; 2-thread ratios swing most):
+Notes (float and int8 run interleaved in one process, so the ratios are robust to the machine's drifting speed;
+2-thread ratios swing most):
 
-- **The tables above: one run on an AMD EPYC with AVX-512 VNNI (no AMX), commit `d740e83`, 2026-12-04**
+- **The tables above: one run on the Zen 4 EPYC (family 25 model 17, AVX-512 VNNI, no AMX), commit `f7757ce`,
+  2026-12-07** (`--models short_range full_range full_range_sparse back --qat-steps 0`: ONNX and TFLite
+  post-training, TorchScript int8 as `blazeface export` writes it, so short range with its 100 QAT steps;
+  `benchmarks/results/export_int8_epyc_zen4.json`). A run of the same day on `aa373f2` (the same exports; its speed
+  disturbed by tests run beside it) gave the same faces and AP in every cell. The most faces int8 keeps on
+  wider_val_dev, per model: short range TorchScript 54 of 57 (float under +-1 grey level of noise: 55-56), full
+  range ONNX 129 of 140 (134-138), full range sparse TFLite 141 of 161 (153-156), back TFLite 211 of 281
+  (270-275); AP easy / medium within 0.01 of float in every cell but full range sparse TorchScript (AP easy
+  **+0.0105**, above float). Every int8 file matches every example face at IoU >= 0.9 (min 0.94) and finds every
+  seed-image face but short range TFLite (one near-threshold flip); at IoU >= 0.9 short range ONNX and TorchScript
+  match 5 of 5 seed faces, back 8 of 8 in all three formats, the full range models 6-7 of 8 (min IoU 0.81-0.89).
+  Speed for one image on 1 thread (this run and the `aa373f2` one): TorchScript 1.44-1.50x (short range),
+  1.64-1.69x, 1.56-1.62x, 1.44-1.50x; onnxruntime 1.52-1.54x, 1.10-1.16x, 0.60x, 0.82x; LiteRT 1.39-1.40x,
+  1.34-1.42x, 0.96x, 1.07-1.17x; at batch 64 (1 and 2 threads) TorchScript 1.81-2.80x, onnxruntime 1.84-2.13x for short and full
+  range. The 2-thread one-image TorchScript ratios here (0.90-1.15x) come from the order of the runs: they follow
+  batch-64 runs in the same process. A one-off script reproduced it (full range int8, 2 threads, one image: 3.1-3.5
+  ms before a batch-64 run, 5.8-8.9 ms after; float 5.6 -> 6.4-10.8 ms; with glibc's default malloc too), while
+  `int8_speed.py`, which times batches of 16, gives 1.47-1.93x for the same files: its rounds are the reference
+  for 2 threads.
+- **The previous run: an AMD EPYC with AVX-512 VNNI and AVX-VNNI (no AMX), commit `d740e83`, 2026-12-04**
   (`--qat-steps 0`, `benchmarks/results/export_int8_epyc_vnni.json`). int8 / float, 1 thread, one image / batch
   64: short range onnxruntime 1.36x / 1.97x, LiteRT 1.44x / 1.44x, PyTorch FX 1.66x / 4.54x (its rounds in *int8
   speed over rounds*: LiteRT 1.45-1.56x, onnxruntime 1.28-1.40x for one image); full range onnxruntime 1.12x /
@@ -431,6 +450,11 @@ drifting speed; 2-thread ratios swing most):
   141 / 9, 27, 0.36x; 30: 156 / 150 / 7, 0.3901 / 0.1964, 7, 0.33x. More faces match only as the graph stops being
   int8 (at 30 it is float with int8-stored weights, at a third of float's speed), so 12 stays. 300 QAT steps on
   top of tail 12 (2.5 min): 143 / 122 / 22, AP 0.4159 / 0.2064: no better.
+  On 2026-12-06 on the Zen 4 EPYC (family 25 model 17, `27c4d5d`,
+  `benchmarks/results/int8_float_tail_full_range_sparse_epyc_zen4.json`) tails 12 and 16 gave these same faces and
+  AP, and **16 became the default** (`1ab255e`): AP easy / medium -0.0029 / -0.0009, within the 0.01 band where 12
+  is 0.018 above it, and 4 more faces matched (125 against 121), at 0.63x float speed for one image instead of
+  0.75x; both are slower than float.
 - **Speed on an Intel Xeon with AVX-512 VNNI (one run on commit `0d7ae15`, `benchmarks/results/export_int8_vnni.json`).** int8 / float in
   the same runtime: onnxruntime **1.90x at batch 64 on 1 thread, 1.75x on 2**, 1.19x / 1.32x for one image;
   PyTorch FX **1.70-1.76x at batch 8, 2.28-3.07x at batch 64**, 1.03-1.27x for one image; LiteRT int8 is no
@@ -631,7 +655,8 @@ def write_results(results: list[dict], path: Path) -> None:
     import onnxruntime
     lines = ["## Export and int8 (issue 6)", "",
              f"Machine: {results[0].get('machine') or machine()}. Commit {results[0]['commit']}, {results[0]['date']}. torch {torch.__version__}, "
-             f"onnxruntime {onnxruntime.__version__}. Command: `python benchmarks/export_int8.py --write-results`.",
+             f"onnxruntime {onnxruntime.__version__}. Command: `python benchmarks/export_int8.py --models short_range full_range "
+             "full_range_sparse back --qat-steps 0 --write-results`.",
              "Speed: `runtime_t<threads>_b<batch>`, median of interleaved runs, float and int8 in the same runtime "
              "(2 shared cores: noisy; 2-thread figures are unreliable whenever another job runs).",
              "Accuracy: `FaceDetector(file)` against PyTorch float; faces matched at IoU >= 0.9; AP on wider_val_dev at min score 0.1.",
