@@ -428,7 +428,8 @@ Notes (float and int8 run interleaved in one process, so the ratios are robust t
   batch-64 runs in the same process. A one-off script reproduced it (full range int8, 2 threads, one image: 3.1-3.5
   ms before a batch-64 run, 5.8-8.9 ms after; float 5.6 -> 6.4-10.8 ms; with glibc's default malloc too), while
   `int8_speed.py`, which times batches of 16, gives 1.47-1.93x for the same files: its rounds are the reference
-  for 2 threads.
+  for 2 threads. Since `b1924c3` full range sparse's TorchScript int8 keeps `fpn.1.blocks.1` float too: 164 found /
+  124 matched, AP +0.0032 / +0.0077, 1.54x for one image (*PyTorch int8 with quantization-aware fine-tuning* below).
 - **The previous run: an AMD EPYC with AVX-512 VNNI and AVX-VNNI (no AMX), commit `d740e83`, 2026-12-04**
   (`--qat-steps 0`, `benchmarks/results/export_int8_epyc_vnni.json`). int8 / float, 1 thread, one image / batch
   64: short range onnxruntime 1.36x / 1.97x, LiteRT 1.44x / 1.44x, PyTorch FX 1.66x / 4.54x (its rounds in *int8

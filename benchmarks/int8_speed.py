@@ -105,6 +105,9 @@ then). The tables of *Export and int8* above came from an Intel Xeon with AMX.
   rounds >= 1.5: short range 1.61x, full range 1.74x, full range sparse 1.71x, back 1.54x (last 8 blocks float);
   before (`597ede5`): 1.43x, 1.55x, 1.62x, 1.26x. TorchScript's float is slower than onnxruntime's (short range
   2.6 against 1.5 ms): PyTorch int8 beats PyTorch float, not onnxruntime float.
+- **Full range sparse with `fpn.1.blocks.1` also float (`b1924c3`'s default; "f7757ce-dirty" in the JSON is that
+  change, `_torchscript_fpn1b1_` file, 2026-12-07)**: one image, 1 thread 1.54x (1.51-1.64, 7 of 7 rounds >= 1.5),
+  2 threads 1.57x (7 of 7), batch 16 1.91x; with `fpn.2` alone (`31b650b`) 1.64x / 1.70x / 1.92x.
 - **Short range after QAT became its default (`4266770`, 2026-12-07, `_torchscript_4266770_` file)**: one image,
   1 thread 1.50x (1.48-1.55, 4 of 7 rounds >= 1.5), batch 16 1.58x (7 of 7), float 2.46 ms. QAT changes weights,
   not the graph; the ratio sits at the edge of 1.5, between the quiet day's 1.61x (`484153c`) and the slow state's
