@@ -283,9 +283,9 @@ def test_fused_residual_sum_overwrites_its_skip_input_and_conversion_refuses_a_l
     with quantized_engine(TORCH_INT8_ENGINE):
         prepared = prepare_fx(net, qmap, (x,), backend_config=fused_residual_backend_config())
         prepared(x)
-        late = overwritten_residuals(convert_fx(copy.deepcopy(prepared), backend_config=fused_residual_backend_config()))
-        assert len(late) == 1
         int8 = convert_fx(copy.deepcopy(prepared), backend_config=fused_residual_backend_config())
+        late = overwritten_residuals(int8)
+        assert len(late) == 1
         got = int8(x)[:, 8:]
         with pytest.raises(ValueError, match=f"{late[0]} read it afterwards"):
             convert_torch_fx(prepared, pixel_input=False)

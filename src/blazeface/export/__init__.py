@@ -174,7 +174,7 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
 
             assert images is not None and quant is not None
             opts = {"reduce_range": int8_activation_reduce_range(), "float_modules": config.int8_torch_float_modules,
-                    **(torch_int8 or {})}
+                    "qat_seed": 0, **(torch_int8 or {})}
             net = quantize_torch_fx(create_model(config.name, pretrained=weights is None, weights=weights), images,
                                     qat_steps=qat_steps, **opts)
             quant.update({"runtime": f"PyTorch FX int8 ({TORCH_INT8_ENGINE})", "engine": TORCH_INT8_ENGINE,
@@ -182,7 +182,7 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
                           "activations": f"uint8 per tensor, {7 if opts['reduce_range'] else 8} bits (histogram observer)",
                           "float_ops": "zero pads, 2x2 max pools"})
             if qat_steps:
-                quant["qat_seed"] = opts.get("qat_seed", 0)
+                quant["qat_seed"] = opts["qat_seed"]
         else:
             net = ChannelsLast(net)
         meta = build_metadata(config, quantization=quant)

@@ -287,17 +287,17 @@ def jitter(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 def _distil(student: nn.Module, teacher: nn.Module, images: torch.Tensor, steps: int, lr: float, batch_size: int,
             seed: int, box_scale: float, log: Callable[[int, float], None] | None,
-            recalibrate: tuple[int, Callable[[], None]] | None = None) -> None:
-    """Fine-tune ``student`` toward ``teacher``'s outputs on jittered ``images`` (Adam, cosine schedule);
-    ``recalibrate``: ``(every, calibrate)``, call ``calibrate()`` every that many steps (not at step 0: the caller
-    calibrates first). ``student`` is left in eval mode."""
+            recalibrate_every: int = 0, recalibrate: Callable[[], None] | None = None) -> None:
+    """Fine-tune ``student`` toward ``teacher``'s outputs on jittered ``images`` (Adam, cosine schedule), calling
+    ``recalibrate()`` every ``recalibrate_every`` steps (not at step 0: the caller calibrates first); ``student`` is
+    left in eval mode."""
     opt = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
     gen = torch.Generator().manual_seed(seed)
     student.train()
     for step in range(steps):
-        if recalibrate is not None and step and recalibrate[0] and step % recalibrate[0] == 0:
-            recalibrate[1]()
+        if recalibrate is not None and recalibrate_every and step and step % recalibrate_every == 0:
+            recalibrate()
         x = jitter(images[torch.randint(len(images), (batch_size,), generator=gen)], gen)
         with torch.no_grad():
             target = teacher(x)
@@ -330,7 +330,7 @@ def qat_finetune_onnx(net: nn.Module, images: torch.Tensor, steps: int = 600, lr
         calibrate_activations(student, images, percentile)
 
     calibrate()
-    _distil(student, teacher, images, steps, lr, batch_size, seed, box_scale, log, (recalibrate_every, calibrate))
+    _distil(student, teacher, images, steps, lr, batch_size, seed, box_scale, log, recalibrate_every, calibrate)
     return float_network(student, net).eval()
 
 
@@ -358,9 +358,10 @@ def pooled_observers(prepared: fx.GraphModule) -> list[str]:
     """The observers of a ``prepare_fx`` graph that ``convert_fx`` drops: those right after a max pool that reads an
     observed (int8) tensor. The converted graph pools that int8 tensor and keeps its scale and zero point
     (:class:`~blazeface.export.quantize._FloatMaxPool`); a max pool's values are its input's, already on that grid."""
-    observers = set(_observer_nodes(prepared))
+    nodes = _observer_nodes(prepared)
+    observers = set(nodes)
     names = []
-    for node in observers:
+    for node in nodes:
         pool = node.args[0]
         if (isinstance(pool, fx.Node) and pool.op == "call_module"
                 and isinstance(prepared.get_submodule(str(pool.target)), nn.MaxPool2d)
@@ -399,8 +400,8 @@ def fake_quantize_fx(prepared: fx.GraphModule, images: torch.Tensor, new_observe
         _set_submodule(prepared, name, observer)
     run_batches(prepared, images)
     passed = set(pooled_observers(prepared))
-    if exact_input and (name := input_observer(prepared)) is not None:
-        passed.add(name)
+    if exact_input and (input_name := input_observer(prepared)) is not None:
+        passed.add(input_name)
     for name, observer in observers.items():
         fq = FakeQuantize(observer=lambda **_: observer)
         scale, zero_point = observer.calculate_qparams()
