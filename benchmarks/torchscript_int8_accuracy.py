@@ -1,7 +1,7 @@
 """PyTorch FX int8 (the TorchScript int8 file) against float PyTorch: same faces, AP, weights (issue 6).
 
     python benchmarks/torchscript_int8_accuracy.py [--models short_range full_range ...] [--json FILE] [--reduce-range]
-        [--qat-steps N] [--qat-seeds 0 1 2]
+        [--qat-steps N] [--qat-seeds 0 1 2 | 0,1,2 3,4,5]
 
 Per model: exports ``blazeface export MODEL --format torchscript --int8`` (post-training, the bundled examples
 with augmentations), then on the example photos, the seed images and wider_val_dev counts the faces float finds,
@@ -11,8 +11,10 @@ rows time the same files). ``--reduce-range``: 7-bit activations, the choice
 ``quantize.int8_activation_reduce_range`` makes on a CPU without VNNI, measured here on any CPU
 (``export_model(torch_int8={"reduce_range": True})``; the arithmetic is the same, only the speed depends on the CPU). ``--qat-steps N``: the export first fine-tunes N steps under PyTorch's
 int8 rounding (``qat.qat_finetune_fx``; default: the model's ``int8_torch_qat_steps``, as ``blazeface export`` does;
-the steps run are in each model's ``quantization``); ``--qat-seeds``: one export per seed of the fine-tuning's batch
-sampling (``export_model(torch_int8={"qat_seed": S})``; the export uses 0), to see how much the result varies.
+the steps run are in each model's ``quantization``); ``--qat-seeds``: one export per entry, each a seed of the
+fine-tuning's batch sampling or comma-separated seeds whose runs' weights are averaged
+(``export_model(torch_int8={"qat_seeds": (0, 1, 2)})``; default: the model's ``int8_torch_qat_seeds``, as the export),
+to see how much the result varies.
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ def main() -> None:
     ap.add_argument("--qat-steps", type=int, default=None,
                     help="quantization-aware fine-tuning steps under PyTorch's int8 rounding (default: the model's "
                          "int8_torch_qat_steps, as the export; 0: post-training)")
-    ap.add_argument("--qat-seeds", type=int, nargs="+", default=[0], help="seeds of the QAT batch sampling")
+    ap.add_argument("--qat-seeds", nargs="+", default=None,
+                    help="one export per entry: a seed of the QAT batch sampling, or comma-separated seeds averaged")
     args = ap.parse_args()
     results = {"date": datetime.date.today().isoformat(), "machine": bench.machine(),
                "commit": subprocess.run(["git", "describe", "--always", "--dirty"], cwd=bench.ROOT,
@@ -74,9 +77,10 @@ def main() -> None:
                "models": []}
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models:
-            for seed in args.qat_seeds:
-                options = {"qat_seed": seed, **({"reduce_range": True} if args.reduce_range else {})}
-                results["models"].append({**evaluate(model, Path(tmp), args.qat_steps, options), "qat_seed": seed})
+            for seeds in args.qat_seeds or [None]:
+                options = {**({"qat_seeds": tuple(int(s) for s in seeds.split(","))} if seeds else {}),
+                           **({"reduce_range": True} if args.reduce_range else {})}
+                results["models"].append(evaluate(model, Path(tmp), args.qat_steps, options or None))
                 print(json.dumps(results["models"][-1], indent=1), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")

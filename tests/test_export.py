@@ -702,25 +702,25 @@ def test_cli_export_refuses_bad_combinations(tmp_path, capsys):
 
 
 def test_torch_int8_options_reach_the_pytorch_quantizer(tmp_path, monkeypatch):
-    """``torch_int8`` is for TorchScript int8 only; its ``reduce_range`` and ``qat_seed`` reach ``quantize_torch_fx``
-    (7-bit activations, the fine-tuning's seed), and the file records them."""
+    """``torch_int8`` is for TorchScript int8 only; its ``reduce_range`` and ``qat_seeds`` reach ``quantize_torch_fx``
+    (7-bit activations, the fine-tuning's seeds), and the file records them."""
     from blazeface.export import quantize
 
     for fmt, int8 in (("onnx", True), ("torchscript", False)):
         with pytest.raises(ValueError, match="torch_int8"):
-            export_model("short_range", fmt, tmp_path / f"x.{fmt}", int8=int8, torch_int8={"qat_seed": 1})
-    real, seeds = quantize.qat_finetune_fx, []
+            export_model("short_range", fmt, tmp_path / f"x.{fmt}", int8=int8, torch_int8={"qat_seeds": (1,)})
+    real, seen = quantize.qat_finetune_fx, []
 
-    def two_steps(prepared, teacher, images, new_observer, steps, seed=0, **kwargs):
-        seeds.append(seed)
-        real(prepared, teacher, images, new_observer, steps=2, seed=seed, **kwargs)
+    def two_steps(prepared, teacher, images, new_observer, steps, seeds=(0,), **kwargs):
+        seen.append(tuple(seeds))
+        real(prepared, teacher, images, new_observer, steps=2, seeds=seeds, **kwargs)
 
     monkeypatch.setattr(quantize, "qat_finetune_fx", two_steps)
     path = export_model("short_range", "torchscript", tmp_path / "q.pt", int8=True, qat_steps=2,
-                        torch_int8={"reduce_range": True, "qat_seed": 3})
-    assert seeds == [3]
+                        torch_int8={"reduce_range": True, "qat_seeds": (3, 4)})
+    assert seen == [(3, 4)]
     meta = load_backend(path).metadata["quantization"]
-    assert meta["activations"].startswith("uint8 per tensor, 7 bits") and meta["qat_seed"] == 3
+    assert meta["activations"].startswith("uint8 per tensor, 7 bits") and meta["qat_seeds"] == [3, 4]
 
 
 def test_onnx_int8_options_need_an_int8_onnx_export(tmp_path):

@@ -287,6 +287,30 @@ def test_fx_qat_brings_pytorch_int8_closer_to_float_on_unseen_images():
     assert errors[40][0] < 1.02 * errors[0][0]
 
 
+def test_fx_qat_with_several_seeds_averages_the_weights_of_one_run_per_seed():
+    """``seeds=(1, 2)`` gives the mean of the weights that ``seeds=(1,)`` and ``seeds=(2,)`` give from the same
+    calibrated start; the runs differ (else the mean says nothing) and the observers' ranges stay the first run's."""
+    from blazeface.export.qat import qat_finetune_fx
+    from blazeface.export.quantize import prepare_torch_fx, torch_fx_qconfig
+
+    images = calibration_images(None, 128)[:24]
+    runs = {}
+    for seeds in ((1,), (2,), (1, 2)):
+        prepared, float_net = prepare_torch_fx(create_model("short_range").eval(), images)
+        qat_finetune_fx(prepared, float_net, images, torch_fx_qconfig().activation, steps=3, seeds=seeds)
+        runs[seeds] = prepared.state_dict()
+    params = [k for k, v in runs[(1,)].items() if k.endswith("weight") and v.is_floating_point()]
+    assert len(params) > 30
+    moved = max(float((runs[(1,)][k] - runs[(2,)][k]).abs().max()) for k in params)
+    assert moved > 1e-5
+    for k in params:
+        torch.testing.assert_close(runs[(1, 2)][k], (runs[(1,)][k] + runs[(2,)][k]) / 2, rtol=0, atol=1e-6)
+    ranges = [k for k in runs[(1,)] if k.endswith(("min_val", "max_val"))]
+    assert ranges and all(torch.equal(runs[(1, 2)][k], runs[(1,)][k]) for k in ranges)
+    with pytest.raises(ValueError, match="at least one seed"):
+        qat_finetune_fx(prepared, float_net, images, torch_fx_qconfig().activation, steps=1, seeds=())
+
+
 def test_torchscript_int8_fine_tunes_under_pytorch_rounding_by_default(tmp_path, monkeypatch, capsys):
     """TorchScript int8 runs the model's ``int8_torch_qat_steps`` (short range: 100) in ``quantize_torch_fx``, never
     the ONNX Runtime emulation; the CLI says so, the file records them, and ``--qat-steps 0`` skips them."""

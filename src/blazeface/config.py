@@ -35,7 +35,8 @@ class ModelConfig:
     :func:`blazeface.export.quantize.head_feeding_nodes`); ``int8_qat_steps``: the steps of quantization-aware
     fine-tuning its ONNX int8 export runs by default (:func:`blazeface.export.qat.qat_finetune_onnx`);
     ``int8_torch_qat_steps``: the same for its TorchScript int8 export, under PyTorch's own rounding
-    (:func:`blazeface.export.qat.qat_finetune_fx`); ``int8_tflite_float_tail``: TFLite int8 keeps this many arithmetic ops upstream of the heads in float
+    (:func:`blazeface.export.qat.qat_finetune_fx`), one run per seed of ``int8_torch_qat_seeds``, their weights
+    averaged; ``int8_tflite_float_tail``: TFLite int8 keeps this many arithmetic ops upstream of the heads in float
     (:func:`blazeface.export.tflite_int8.float_tail_ops`).
     """
 
@@ -55,6 +56,7 @@ class ModelConfig:
     int8_float_tail: int = 0
     int8_qat_steps: int = 0
     int8_torch_qat_steps: int = 0
+    int8_torch_qat_seeds: tuple[int, ...] = (0,)
     int8_tflite_float_tail: int = 0
     int8_torch_float_modules: tuple[str, ...] = ()
 

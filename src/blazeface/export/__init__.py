@@ -63,7 +63,8 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
         torch_int8: keyword arguments for :func:`~blazeface.export.quantize.quantize_torch_fx` (TorchScript int8
             only), e.g. ``{"reduce_range": True}`` (7-bit activations; default: what
             :func:`~blazeface.export.quantize.int8_activation_reduce_range` picks for this CPU) or
-            ``{"qat_seed": 1}`` (the fine-tuning's batch sampling).
+            ``{"qat_seeds": (1,)}`` (the fine-tuning's batch sampling, one run per seed, weights averaged; default:
+            the model's ``int8_torch_qat_seeds``).
         qat_steps: int8 only: before quantizing, fine-tune the network this many steps under int8 rounding,
             distilled from its float self on the calibration images: ONNX Runtime's for ONNX and TFLite
             (:func:`~blazeface.export.qat.qat_finetune_onnx`; about 0.5 s a step on 2 CPU cores for short range),
@@ -174,7 +175,7 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
 
             assert images is not None and quant is not None
             opts = {"reduce_range": int8_activation_reduce_range(), "float_modules": config.int8_torch_float_modules,
-                    "qat_seed": 0, **(torch_int8 or {})}
+                    "qat_seeds": config.int8_torch_qat_seeds, **(torch_int8 or {})}
             net = quantize_torch_fx(create_model(config.name, pretrained=weights is None, weights=weights), images,
                                     qat_steps=qat_steps, **opts)
             quant.update({"runtime": f"PyTorch FX int8 ({TORCH_INT8_ENGINE})", "engine": TORCH_INT8_ENGINE,
@@ -182,7 +183,7 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
                           "activations": f"uint8 per tensor, {7 if opts['reduce_range'] else 8} bits (histogram observer)",
                           "float_ops": "zero pads, 2x2 max pools"})
             if qat_steps:
-                quant["qat_seed"] = opts["qat_seed"]
+                quant["qat_seeds"] = [int(s) for s in opts["qat_seeds"]]
         else:
             net = ChannelsLast(net)
         meta = build_metadata(config, quantization=quant)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import copy
 import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -424,7 +424,7 @@ def unfake_quantize_fx(prepared: fx.GraphModule) -> None:
 
 def qat_finetune_fx(prepared: fx.GraphModule, teacher: nn.Module, images: torch.Tensor,
                     new_observer: Callable[[], nn.Module], steps: int = 100, lr: float = 1e-4, batch_size: int = 16,
-                    seed: int = 0, box_scale: float = 1.0, exact_input: bool = True,
+                    seeds: Sequence[int] = (0,), box_scale: float = 1.0, exact_input: bool = True,
                     log: Callable[[int, float], None] | None = None) -> None:
     """Fine-tune a ``prepare_fx`` graph in place under PyTorch's int8 rounding (:func:`fake_quantize_fx`), ready
     for ``convert_fx``.
@@ -433,11 +433,31 @@ def qat_finetune_fx(prepared: fx.GraphModule, teacher: nn.Module, images: torch.
     [N, 3, S, S]`` in [-1, 1]: the calibration images, jittered for training. The activation ranges stay those of the
     first calibration: calibrating again during training moved the histogram observer's ranges enough to raise the
     loss (short range, at step 100: 0.31 to 0.43, in one run to 3.8, after which training diverged).
-    ``log(step, loss)`` is called every 25 steps.
+    ``seeds``: one fine-tuning per seed of the batch sampling, each from the same calibrated start; more than one and
+    their weights are averaged (:func:`average_parameters`), which varies less from seed to seed than one run does
+    (full range on wider_val_dev, ``benchmarks/RESULTS.md``). ``log(step, loss)`` is called every 25 steps.
     """
+    if not seeds:
+        raise ValueError("qat_finetune_fx needs at least one seed")
     fake_quantize_fx(prepared, images, new_observer, exact_input)
-    _distil(prepared, teacher, images, steps, lr, batch_size, seed, box_scale, log)
+    runs = [copy.deepcopy(prepared) for _ in seeds[1:]]
+    for run, seed in zip([prepared, *runs], seeds):
+        _distil(run, teacher, images, steps, lr, batch_size, seed, box_scale, log)
+    if runs:
+        average_parameters(prepared, runs)
     unfake_quantize_fx(prepared)
+
+
+def average_parameters(target: nn.Module, others: Sequence[nn.Module]) -> None:
+    """Set every parameter of ``target`` to its mean over ``target`` and ``others`` (same architecture), in place.
+
+    Buffers (observer ranges, fake-quantization scales) stay ``target``'s: the runs share them, and an average of
+    equal floats need not equal them to the last bit.
+    """
+    named = [dict(m.named_parameters()) for m in others]
+    with torch.no_grad():
+        for name, param in target.named_parameters():
+            param.copy_(torch.stack([param, *(n[name] for n in named)]).mean(0))
 
 
 def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:

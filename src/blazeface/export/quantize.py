@@ -14,7 +14,7 @@ import contextlib
 import copy
 import io
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -691,7 +691,7 @@ def convert_torch_fx(prepared: Any, pixel_input: bool = True) -> Any:
 
 def quantize_torch_fx(net: nn.Module, images: torch.Tensor, reduce_range: bool = False,
                       float_modules: tuple[str, ...] = (), pixel_input: bool = True, qat_steps: int = 0,
-                      qat_seed: int = 0, qat_log: Callable[[int, float], None] | None = None) -> nn.Module:
+                      qat_seeds: Sequence[int] = (0,), qat_log: Callable[[int, float], None] | None = None) -> nn.Module:
     """PyTorch int8 (``torch.ao.quantization`` FX mode, oneDNN kernels): per-channel weights, calibrated on ``images``.
 
     Activations are uint8 from a histogram observer; ``reduce_range`` keeps them to 7 bits
@@ -708,13 +708,14 @@ def quantize_torch_fx(net: nn.Module, images: torch.Tensor, reduce_range: bool =
     accuracy. ``pixel_input``: inputs are ``p / 127.5 - 1`` for uint8 pixels ``p``, quantized exactly
     (:func:`exact_pixel_input`). ``qat_steps``: before converting, fine-tune that many steps under this int8
     rounding, distilled from the float network on ``images`` (:func:`~blazeface.export.qat.qat_finetune_fx`;
-    ``qat_seed``: its batch sampling; ``qat_log(step, loss)`` every 25 steps). Returns a ``GraphModule`` with quantized kernels (CPU only) that runs
+    ``qat_seeds``: one fine-tuning per seed of its batch sampling, weights averaged; ``qat_log(step, loss)`` every 25
+    steps). Returns a ``GraphModule`` with quantized kernels (CPU only) that runs
     under the :data:`TORCH_INT8_ENGINE` quantized engine (``torch.backends.quantized.engine``).
     """
     prepared, float_model = prepare_torch_fx(net, images, reduce_range, float_modules)
     if qat_steps:
         qat_finetune_fx(prepared, float_model, images, torch_fx_qconfig(reduce_range).activation, steps=qat_steps,
-                        seed=qat_seed, exact_input=pixel_input, log=qat_log)
+                        seeds=qat_seeds, exact_input=pixel_input, log=qat_log)
     else:
         run_batches(prepared, images)
     return convert_torch_fx(prepared, pixel_input)
