@@ -237,7 +237,9 @@ def run_export(args: argparse.Namespace, stdout: TextIO) -> int:
     try:
         fmt = args.format or _SUFFIX_FORMATS.get(Path(args.output).suffix.lower())
         if args.qat_steps is None and (steps := default_qat_steps(args.model, fmt, args.int8)):
-            print(f"blazeface export: {steps} steps of quantization-aware fine-tuning first (--qat-steps 0 skips "
+            runs = len(get_config(args.model).int8_torch_qat_seeds) if fmt == "torchscript" else 1
+            each = f", {runs} runs with their weights averaged" if runs > 1 else ""
+            print(f"blazeface export: {steps} steps of quantization-aware fine-tuning first{each} (--qat-steps 0 skips "
                   f"them; measured times in benchmarks/RESULTS.md)", file=sys.stderr)
         out = export_model(args.model, args.format, args.output, int8=args.int8, calibration=args.calibration,
                            with_postprocess=args.with_postprocess, split_heads=args.split_heads,
@@ -264,7 +266,9 @@ def add_export_parser(sub: Any) -> None:
                         "(short range on 2 cores: about 0.5 s a step for ONNX, 0.3 s for TorchScript); default: the "
                         "model's int8_qat_steps for ONNX (0 for every shipped model), int8_torch_qat_steps for "
                         "TorchScript (short range: "
-                        f"{get_config('short_range').int8_torch_qat_steps}), else 0")
+                        f"{get_config('short_range').int8_torch_qat_steps}; full range: "
+                        f"{get_config('full_range').int8_torch_qat_steps} in each of "
+                        f"{len(get_config('full_range').int8_torch_qat_seeds)} runs, weights averaged), else 0")
     e.add_argument("--tflite-float-tail", type=int, default=None, metavar="N",
                    help="TFLite int8: the last N arithmetic layers before the heads stay float; default: the "
                         "model's own (back: " f"{get_config('back').int8_tflite_float_tail}, full range sparse: "
