@@ -723,6 +723,61 @@ def test_torch_int8_options_reach_the_pytorch_quantizer(tmp_path, monkeypatch):
     assert meta["activations"].startswith("uint8 per tensor, 7 bits") and meta["qat_seeds"] == [3, 4]
 
 
+def test_calibration_mosaics_are_grids_of_crops_of_the_photos():
+    """k × k grids (k = 2, 3, 4, 6 in turn) of square crops: with two plain photos every cell is one plain colour,
+    both colours appear, and the draw depends on the seed only."""
+    from blazeface.export.quantize import mosaic_photos
+
+    red = np.zeros((200, 300, 3), np.uint8)
+    red[..., 0] = 200
+    blue = np.zeros((300, 200, 3), np.uint8)
+    blue[..., 2] = 150
+    mosaics = mosaic_photos([red, blue], 5, seed=3)
+    assert [m.shape for m in mosaics] == [(512, 512, 3), (510, 510, 3), (512, 512, 3), (510, 510, 3), (512, 512, 3)]
+    colours = set()
+    for m, k in zip(mosaics, (2, 3, 4, 6, 2)):
+        cell = 512 // k
+        for i in range(k):
+            for j in range(k):
+                block = m[i * cell:(i + 1) * cell, j * cell:(j + 1) * cell].reshape(-1, 3)
+                assert (block == block[0]).all()
+                colours.add(tuple(int(c) for c in block[0]))
+    assert colours == {(200, 0, 0), (0, 0, 150)}
+    assert all((a == b).all() for a, b in zip(mosaics, mosaic_photos([red, blue], 5, seed=3)))
+    assert any((a != b).any() for a, b in zip(mosaics, mosaic_photos([red, blue], 5, seed=4)))
+
+
+def test_calibration_mosaics_take_the_place_of_most_calibration_images():
+    """With mosaics the batch keeps the size the photos alone give (64 for the 4 examples), most of it mosaics:
+    the 16 examples' images and the 256 mosaics' are sampled down to 64 together (about 13 and 51)."""
+    from blazeface.export.quantize import calibration_images
+
+    plain = calibration_images(None, 64)
+    mixed = calibration_images(None, 64, mosaics=16)
+    assert plain.shape == mixed.shape == (64, 3, 64, 64)
+    from_photos = sum(bool((plain == x).flatten(1).all(1).any()) for x in mixed)
+    assert 3 <= from_photos <= 24
+    assert torch.equal(calibration_images(None, 64, mosaics=16), mixed)
+
+
+def test_calibration_mosaics_default_per_model_and_reach_the_file(tmp_path):
+    """Back's TorchScript int8 calibrates on mosaics by default (benchmarks/int8_calibration_mosaics.py); the option
+    overrides the default, and the file records how many."""
+    from blazeface.export import default_calibration_mosaics
+
+    assert default_calibration_mosaics("back", "torchscript") == 16
+    assert default_calibration_mosaics("back", "onnx") == default_calibration_mosaics("short_range", "tflite") == 0
+    path = export_model("short_range", "torchscript", tmp_path / "m.pt", int8=True, qat_steps=0, calibration_mosaics=4)
+    meta = load_backend(path).metadata["quantization"]
+    assert meta["calibration_mosaics"] == 4 and meta["calibration_images"] == 64
+    plain = export_model("short_range", "onnx", tmp_path / "p.onnx", int8=True, qat_steps=0)
+    assert "calibration_mosaics" not in load_backend(plain).metadata["quantization"]
+    for bad, message in ((dict(int8=False, calibration_mosaics=4), "needs int8"),
+                         (dict(int8=True, calibration_mosaics=-1), "must be >= 0")):
+        with pytest.raises(ValueError, match=message):
+            export_model("short_range", "onnx", tmp_path / "x.onnx", **bad)
+
+
 def test_onnx_int8_options_need_an_int8_onnx_export(tmp_path):
     with pytest.raises(ValueError, match="onnx_int8"):
         export_model("short_range", "onnx", tmp_path / "x.onnx", onnx_int8={"quant_format": "qoperator"})

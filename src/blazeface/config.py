@@ -37,7 +37,10 @@ class ModelConfig:
     ``int8_torch_qat_steps``: the same for its TorchScript int8 export, under PyTorch's own rounding
     (:func:`blazeface.export.qat.qat_finetune_fx`), one run per seed of ``int8_torch_qat_seeds``, their weights
     averaged; ``int8_tflite_float_tail``: TFLite int8 keeps this many arithmetic ops upstream of the heads in float
-    (:func:`blazeface.export.tflite_int8.float_tail_ops`).
+    (:func:`blazeface.export.tflite_int8.float_tail_ops`); ``int8_calibration_mosaics``,
+    ``int8_torch_calibration_mosaics``, ``int8_tflite_calibration_mosaics``: the mosaics of the calibration photos
+    that replace most of the ONNX, TorchScript and TFLite int8 calibration images
+    (:func:`blazeface.export.quantize.calibration_images`).
     """
 
     name: str
@@ -59,6 +62,9 @@ class ModelConfig:
     int8_torch_qat_seeds: tuple[int, ...] = (0,)
     int8_tflite_float_tail: int = 0
     int8_torch_float_modules: tuple[str, ...] = ()
+    int8_calibration_mosaics: int = 0
+    int8_torch_calibration_mosaics: int = 0
+    int8_tflite_calibration_mosaics: int = 0
 
     @property
     def input_size(self) -> int:

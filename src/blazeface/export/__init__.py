@@ -41,11 +41,21 @@ def default_qat_steps(model: str, fmt: str | None, int8: bool) -> int:
     return {"onnx": config.int8_qat_steps, "torchscript": config.int8_torch_qat_steps}.get(fmt or "", 0)
 
 
+def default_calibration_mosaics(model: str, fmt: str | None) -> int:
+    """Mosaics of the calibration photos an int8 export calibrates on unless told
+    (:func:`~blazeface.export.quantize.calibration_images`): the model's ``int8_calibration_mosaics`` (ONNX),
+    ``int8_torch_calibration_mosaics`` (TorchScript) or ``int8_tflite_calibration_mosaics`` (TFLite)."""
+    config = get_config(model)
+    return {"onnx": config.int8_calibration_mosaics, "torchscript": config.int8_torch_calibration_mosaics,
+            "tflite": config.int8_tflite_calibration_mosaics}.get(fmt or "", 0)
+
+
 def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool = False,
                  calibration: str | Path | None = None, with_postprocess: bool = False, split_heads: bool = False,
                  weights: str | Path | None = None, max_detections: int = 100, nms: str = "weighted",
                  augment: bool = True, onnx_int8: dict[str, Any] | None = None,
-                 torch_int8: dict[str, Any] | None = None, qat_steps: int | None = None, tflite_float_tail: int | None = None) -> Path:
+                 torch_int8: dict[str, Any] | None = None, qat_steps: int | None = None, tflite_float_tail: int | None = None,
+                 calibration_mosaics: int | None = None) -> Path:
     """Export registered ``model`` as ``fmt`` (``None``: from ``output``'s suffix) to ``output``.
 
     Args:
@@ -72,6 +82,9 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
             ``None``: :func:`default_qat_steps`.
         tflite_float_tail: TFLite int8 only: the arithmetic ops upstream of the heads that stay float
             (:func:`~blazeface.export.tflite_int8.float_tail_ops`); ``None``: the model's ``int8_tflite_float_tail``.
+        calibration_mosaics: int8 only: mosaics of the calibration photos (grids of 2×2 to 6×6 crops, so their
+            faces also come at crowd scales) that take the place of most calibration images; ``None``:
+            :func:`default_calibration_mosaics`.
     """
     output = Path(output)
     fmt = fmt or _SUFFIX_FORMATS.get(output.suffix.lower())
@@ -91,6 +104,10 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
         raise ValueError("tflite_float_tail needs int8=True and the TFLite format")
     if tflite_float_tail is not None and tflite_float_tail < 0:
         raise ValueError(f"tflite_float_tail must be >= 0, got {tflite_float_tail}")
+    if calibration_mosaics and not int8:
+        raise ValueError("calibration_mosaics (int8 calibration images) needs int8=True")
+    if calibration_mosaics is not None and calibration_mosaics < 0:
+        raise ValueError(f"calibration_mosaics must be >= 0, got {calibration_mosaics}")
     if split_heads and fmt != "tflite":
         raise ValueError("--split-heads is implemented for TFLite only")
     config = get_config(model)
@@ -112,10 +129,13 @@ def export_model(model: str, fmt: str | None, output: str | Path, *, int8: bool 
     if int8:
         from .quantize import calibration_images, prepare_for_int8
 
-        images = calibration_images(calibration, size, augment=augment)
+        mosaics = default_calibration_mosaics(config.name, fmt) if calibration_mosaics is None else calibration_mosaics
+        images = calibration_images(calibration, size, augment=augment, mosaics=mosaics)
         net = prepare_for_int8(net, images)
         quant = {"int8": True, "weights": "per-channel int8", "calibration": str(calibration or "examples/ (augmented)"),
                  "calibration_images": len(images), "equalized": True}
+        if mosaics:
+            quant["calibration_mosaics"] = mosaics
         if qat_steps:
             quant["qat_steps"] = qat_steps
         if qat_steps and fmt != "torchscript":  # torchscript: under PyTorch's own rounding, in quantize_torch_fx
@@ -244,7 +264,8 @@ def run_export(args: argparse.Namespace, stdout: TextIO) -> int:
         out = export_model(args.model, args.format, args.output, int8=args.int8, calibration=args.calibration,
                            with_postprocess=args.with_postprocess, split_heads=args.split_heads,
                            weights=args.weights, max_detections=args.max_detections, nms=args.nms,
-                           qat_steps=args.qat_steps, tflite_float_tail=args.tflite_float_tail)
+                           qat_steps=args.qat_steps, tflite_float_tail=args.tflite_float_tail,
+                           calibration_mosaics=args.calibration_mosaics)
     except (ValueError, FileNotFoundError, ImportError) as exc:
         print(f"blazeface export: {exc}", file=sys.stderr)
         return 1
@@ -273,6 +294,10 @@ def add_export_parser(sub: Any) -> None:
                    help="TFLite int8: the last N arithmetic layers before the heads stay float; default: the "
                         "model's own (back: " f"{get_config('back').int8_tflite_float_tail}, full range sparse: "
                         f"{get_config('full_range_sparse').int8_tflite_float_tail}), else 0")
+    e.add_argument("--calibration-mosaics", type=int, default=None, metavar="N",
+                   help="int8: N mosaics of the calibration photos (grids of 2x2 to 6x6 crops: faces at crowd scales "
+                        "too) take the place of most calibration images; default: the model's own (back TorchScript: "
+                        f"{get_config('back').int8_torch_calibration_mosaics}), else 0")
     e.add_argument("--with-postprocess", action="store_true",
                    help="ONNX: decoding and weighted NMS inside the graph (outputs boxes, keypoints, scores)")
     e.add_argument("--nms", choices=("weighted", "hard"), default="weighted", help="NMS inside the graph")
@@ -283,4 +308,4 @@ def add_export_parser(sub: Any) -> None:
     e.set_defaults(func=run_export)
 
 
-__all__ = ["FORMATS", "export_model", "add_export_parser", "run_export", "build_metadata"]
+__all__ = ["FORMATS", "export_model", "default_calibration_mosaics", "add_export_parser", "run_export", "build_metadata"]

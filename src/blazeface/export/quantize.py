@@ -39,23 +39,60 @@ def default_calibration_dir() -> Path:
     return EXAMPLES
 
 
+MOSAIC_GRIDS = (2, 3, 4, 6)
+MOSAIC_SIDE = 512
+
+
+def mosaic_photos(photos: Sequence[np.ndarray], count: int, seed: int = 0) -> list[np.ndarray]:
+    """``count`` RGB ``uint8`` mosaics ``[512, 512, 3]`` (at most: a grid of k cells is ``512 // k * k`` wide):
+    grids of ``k × k`` random square crops of ``photos`` (70–100% of a photo's shorter side, mirrored at random),
+    k cycling through 2, 3, 4, 6, so the faces of a few portraits also appear at the small scales of crowds."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for n in range(count):
+        k = MOSAIC_GRIDS[n % len(MOSAIC_GRIDS)]
+        cell = MOSAIC_SIDE // k
+        canvas = np.zeros((cell * k, cell * k, 3), np.uint8)
+        for i in range(k):
+            for j in range(k):
+                photo = photos[int(rng.integers(len(photos)))]
+                h, w = photo.shape[:2]
+                side = int(min(h, w) * rng.uniform(0.7, 1.0))
+                y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+                crop = np.asarray(Image.fromarray(np.ascontiguousarray(photo[y:y + side, x:x + side]))
+                                  .resize((cell, cell), Image.BILINEAR))
+                canvas[i * cell:(i + 1) * cell, j * cell:(j + 1) * cell] = crop[:, ::-1] if rng.random() < 0.5 else crop
+        out.append(canvas)
+    return out
+
+
 def calibration_images(folder: str | Path | None, size: int, augment: bool = True, limit: int = 256,
-                       seed: int = 0) -> torch.Tensor:
+                       seed: int = 0, mosaics: int = 0) -> torch.Tensor:
     """Letterboxed calibration inputs ``Tensor[N, 3, S, S]`` in [-1, 1] from the images in ``folder``.
 
     ``folder=None`` uses the bundled ``examples/``. With ``augment`` each photo also gives a mirror,
     zooms in (×1.25, ×1.5, ×2 around random points), contrast/brightness changes and grey.
     (No zoom-out: a photo framed by padding on every side drives the heads to ±10⁴ at some anchors and
-    would stretch the calibrated ranges.)
+    would stretch the calibrated ranges.) ``mosaics``: that many :func:`mosaic_photos` of the photos join them
+    (augmented alike), and the batch is then sampled down to the size it has without them, so calibration
+    costs the same memory and time; most of its images are then mosaics.
     """
     folder = Path(folder) if folder is not None else default_calibration_dir()
     files = list(iter_image_files([folder]))
     if not files:
         raise FileNotFoundError(f"no images in calibration folder {folder}")
     rng = np.random.default_rng(seed)
+    photos = [read_image(f) for f in files]
+    own = len(photos)
+    if mosaics:
+        photos += mosaic_photos(photos, mosaics, seed)
     out: list[torch.Tensor] = []
-    for f in files:
-        img = torch.from_numpy(read_image(f).copy())
+    for n, photo in enumerate(photos):
+        if n == own:  # what the photos alone give: the mosaics take their place, not more room
+            limit = min(limit, len(out))
+        img = torch.from_numpy(photo.copy())
         h, w = int(img.shape[0]), int(img.shape[1])
         base = Letterbox.centered(w, h, size)
         variants = [(img, base)]
