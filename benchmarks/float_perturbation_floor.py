@@ -8,7 +8,7 @@ IoU >= 0.9, flips), so the rows compare directly with the int8 rows of ``export_
 ``torchscript_int8_accuracy.py``.
 
     python benchmarks/float_perturbation_floor.py --models short_range full_range full_range_sparse back \
-        --json benchmarks/results/float_perturbation_floor_epyc_zen4.json
+        --json benchmarks/results/float_perturbation_floor_epyc_zen5.json
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
     python benchmarks/int8_calibration_mosaics.py --models back --formats onnx tflite torchscript \
         --mosaics 0 16 [--seeds 0 1 2] [--json FILE]
+    python benchmarks/int8_calibration_mosaics.py --render FILE...    # the rows as a Markdown table
 
 ``--mosaics N``: ``export_model(..., int8=True, calibration_mosaics=N)``: N mosaics of the bundled example photos
 (grids of 2x2 to 6x6 random crops, ``quantize.mosaic_photos``) take the place of most calibration images, so
@@ -75,6 +76,21 @@ def export_with_seed(model: str, fmt: str, path: Path, mosaics: int, seed: int) 
         return export_model(model, fmt, path, int8=True, calibration_mosaics=mosaics)
 
 
+def render(paths: list[str]) -> str:
+    """The rows of earlier runs' JSON files as one Markdown table."""
+    lines = ["| model | format | mosaics | seed | wider_val_dev found / matched of float's | AP easy / medium minus float's "
+             "| seed images matched (min IoU) | examples matched |", "|---|---|---|---|---|---|---|---|"]
+    for path in paths:
+        for r in json.loads(Path(path).read_text())["rows"]:
+            if "format" not in r:
+                continue
+            w, s, e, ap = r["wider_val_dev"], r["seed_images"], r["examples"], r["AP_minus_float"]
+            lines.append(f"| {r['model']} | {r['format']} | {r['mosaics']} | {r['seed']} | {w['int8_faces']} / "
+                         f"{w['matched']} of {w['faces']} | {ap['easy']:+.4f} / {ap['medium']:+.4f} | {s['matched']} of "
+                         f"{s['faces']} ({s['min_iou']}) | {e['matched']} of {e['faces']} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", nargs="+", default=["back"])
@@ -82,7 +98,11 @@ def main() -> None:
     ap.add_argument("--mosaics", type=int, nargs="+", default=[0, 16])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--json", help="also write the rows here")
+    ap.add_argument("--render", nargs="+", metavar="JSON", help="only print the rows of earlier runs as a table")
     args = ap.parse_args()
+    if args.render:
+        print(render(args.render))
+        return
     out = {"date": datetime.date.today().isoformat(), "machine": bench.machine(),
            "commit": subprocess.run(["git", "describe", "--always", "--dirty"], cwd=bench.ROOT,
                                     capture_output=True, text=True).stdout.strip(), "rows": []}
