@@ -2,7 +2,7 @@
 
 Every path first applies :func:`~blazeface.export.equalize.equalize` (exact in float) and calibrates on
 letterboxed images: a folder, or by default the bundled ``examples/`` photos with augmentations (flips,
-zooms in and shifts, brightness/contrast, grey). The head convolutions compute in float (regressors are
+zooms in and shifts, brightness/contrast, grey), optionally mostly replaced by mosaics of them (:func:`mosaic_photos`). The head convolutions compute in float (regressors are
 input pixels spanning ±300: one int8 step would be 2.4 px) on weights stored int8 (regressors) or float16
 (classifiers: :func:`classifier_nodes`); 1×1 heads on the 8-bit body run channels-last (:func:`heads_as_matmul`).
 Quantization-aware fine-tuning before either path: :mod:`blazeface.export.qat`.
