@@ -761,12 +761,12 @@ def test_calibration_mosaics_take_the_place_of_most_calibration_images():
 
 
 def test_calibration_mosaics_default_per_model_and_reach_the_file(tmp_path):
-    """Back's TorchScript and short range's TFLite int8 calibrate on mosaics by default
-    (benchmarks/int8_calibration_mosaics.py); the option
-    overrides the default, and the file records how many."""
+    """Back's and full range's TorchScript and short range's and full range's TFLite int8 calibrate on mosaics by
+    default (benchmarks/int8_calibration_mosaics.py); the option overrides the default, and the file records how many."""
     from blazeface.export import default_calibration_mosaics
 
     assert default_calibration_mosaics("back", "torchscript") == default_calibration_mosaics("short_range", "tflite") == 16
+    assert default_calibration_mosaics("full_range", "torchscript") == default_calibration_mosaics("full_range", "tflite") == 16
     assert default_calibration_mosaics("back", "onnx") == default_calibration_mosaics("full_range_sparse", "tflite") == 0
     path = export_model("short_range", "torchscript", tmp_path / "m.pt", int8=True, qat_steps=0, calibration_mosaics=4)
     meta = load_backend(path).metadata["quantization"]

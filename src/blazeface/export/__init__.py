@@ -297,8 +297,8 @@ def add_export_parser(sub: Any) -> None:
     e.add_argument("--calibration-mosaics", type=int, default=None, metavar="N",
                    help="int8: N mosaics of the calibration photos (grids of 2x2 to 6x6 crops: faces at crowd scales "
                         "too) take the place of most calibration images; default: the model's own (back and full range "
-                        f"TorchScript: {get_config('back').int8_torch_calibration_mosaics}, short range TFLite: "
-                        f"{get_config('short_range').int8_tflite_calibration_mosaics}), else 0")
+                        f"TorchScript: {get_config('back').int8_torch_calibration_mosaics}, short range and full range "
+                        f"TFLite: {get_config('short_range').int8_tflite_calibration_mosaics}), else 0")
     e.add_argument("--with-postprocess", action="store_true",
                    help="ONNX: decoding and weighted NMS inside the graph (outputs boxes, keypoints, scores)")
     e.add_argument("--nms", choices=("weighted", "hard"), default="weighted", help="NMS inside the graph")
