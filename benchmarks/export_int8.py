@@ -292,17 +292,25 @@ def raw_logit_errors(path: Path, images: torch.Tensor, f_reg: np.ndarray, f_log:
     return raw_errors(*sess.run(None, {"input": images.numpy()}), f_reg, f_log)
 
 
+def uniform_noise(levels: int) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
+    """Adds integer noise drawn uniformly from ``[-levels, levels]`` to every channel of every pixel."""
+    def apply(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        noisy = image.astype(np.int16) + rng.integers(-levels, levels + 1, image.shape)
+        return np.clip(noisy, 0, 255).astype(np.uint8)
+    return apply
+
+
 def noise_floor(det: FaceDetector, files: list[Path], ref: list, seeds: int = 3) -> list[dict]:
     """What float itself changes under ±1 grey level of noise: ``match`` of the clean float faces against float's
-    faces on the noisy images, per noise seed (how many near-threshold flips are no worse than invisible noise)."""
+    faces on the noisy images, per noise seed (how many near-threshold flips are no worse than invisible noise;
+    more levels and JPEG re-saves: ``float_perturbation_floor.py``)."""
     from blazeface.io import read_image
 
-    images = [read_image(p) for p in files]
+    images, noise = [read_image(p) for p in files], uniform_noise(1)
     out = []
     for seed in range(seeds):
         rng = np.random.default_rng(seed)
-        noisy = [np.clip(im.astype(np.int16) + rng.integers(-1, 2, im.shape), 0, 255).astype(np.uint8) for im in images]
-        out.append(match(ref, det(noisy), det.min_score))
+        out.append(match(ref, det([noise(im, rng) for im in images]), det.min_score))
     return out
 
 

@@ -24,21 +24,13 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from export_int8 import ROOT, SHARED, images_of, match
+from export_int8 import ROOT, SHARED, images_of, match, uniform_noise
 from machine_info import machine
 
 from blazeface import FaceDetector
 from blazeface.io import read_image
 
 Perturbation = Callable[[np.ndarray, np.random.Generator], np.ndarray]
-
-
-def uniform_noise(levels: int) -> Perturbation:
-    """Adds integer noise drawn uniformly from ``[-levels, levels]`` to every channel of every pixel."""
-    def apply(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        noisy = image.astype(np.int16) + rng.integers(-levels, levels + 1, image.shape)
-        return np.clip(noisy, 0, 255).astype(np.uint8)
-    return apply
 
 
 def jpeg_resave(quality: int) -> Perturbation:

@@ -2,8 +2,9 @@
 
 Every path first applies :func:`~blazeface.export.equalize.equalize` (exact in float) and calibrates on
 letterboxed images: a folder, or by default the bundled ``examples/`` photos with augmentations (flips,
-zooms in and shifts, brightness/contrast, grey), optionally mostly replaced by mosaics of them (:func:`mosaic_photos`). The head convolutions compute in float (regressors are
-input pixels spanning ±300: one int8 step would be 2.4 px) on weights stored int8 (regressors) or float16
+zooms in and shifts, brightness/contrast, grey), optionally mostly replaced by mosaics of them
+(:func:`mosaic_photos`). The head convolutions compute in float (regressors are input pixels spanning ±300:
+one int8 step would be 2.4 px) on weights stored int8 (regressors) or float16
 (classifiers: :func:`classifier_nodes`); 1×1 heads on the 8-bit body run channels-last (:func:`heads_as_matmul`).
 Quantization-aware fine-tuning before either path: :mod:`blazeface.export.qat`.
 """
@@ -14,7 +15,7 @@ import contextlib
 import copy
 import io
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,10 +85,11 @@ def calibration_images(folder: str | Path | None, size: int, augment: bool = Tru
     if not files:
         raise FileNotFoundError(f"no images in calibration folder {folder}")
     rng = np.random.default_rng(seed)
-    photos = [read_image(f) for f in files]
-    own = len(photos)
-    if mosaics:
-        photos += mosaic_photos(photos, mosaics, seed)
+    own = len(files)
+    photos: Iterable[np.ndarray] = (read_image(f) for f in files)  # one decoded photo at a time
+    if mosaics:  # the mosaics crop from any photo, so then all of them are held at once
+        loaded = list(photos)
+        photos = loaded + mosaic_photos(loaded, mosaics, seed)
     out: list[torch.Tensor] = []
     for n, photo in enumerate(photos):
         if n == own:  # what the photos alone give: the mosaics take their place, not more room
